@@ -111,6 +111,7 @@ type Rule struct {
 
 	when    *vm.Program
 	resolve *vm.Program // nil when Resolve is empty
+	namePos Position    // of the name's value, for duplicate-name diagnostics
 }
 
 // Ruleset is one file.

@@ -42,7 +42,7 @@ type Context struct {
 }
 
 // Decode unmarshals the payload into v.
-func (e *Envelope) Decode(v any) error {
+func (e Envelope) Decode(v any) error {
 	if err := json.Unmarshal(e.Payload, v); err != nil {
 		return fmt.Errorf("decode %s payload: %w", e.Type, err)
 	}

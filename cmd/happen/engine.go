@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/engine/action"
+	"github.com/happen-dev/happen/engine/embedded"
+	"github.com/happen-dev/happen/engine/httpapi"
+	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/rulesets"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+)
+
+type engineFlags struct {
+	nats           string
+	embeddedListen string
+	data           string
+	creds          string
+	user, password string
+	token          string
+	tlsCert        string
+	tlsKey         string
+	tlsCA          string
+	rules          string
+	interval       time.Duration
+	http           string
+	subjectPrefix  string
+	dryRun         bool
+	logLevel       string
+	logFormat      string
+}
+
+func newEngineCmd() *cobra.Command {
+	f := &engineFlags{}
+	cmd := &cobra.Command{
+		Use:   "engine",
+		Short: "Run the engine until SIGINT or SIGTERM",
+		Long: `Run the engine: sample every stream and consumer the account can see,
+evaluate the rules, publish events on <subject-prefix>.<type> and run actions.
+
+With no --nats, an embedded JetStream server is started and its client URL
+printed on stderr. Every flag can also be set as HAPPEN_<NAME>, e.g.
+HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags()); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runEngine(ctx, f)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.nats, "nats", "", "NATS server URL(s), comma separated; empty starts an embedded server")
+	fs.StringVar(&f.embeddedListen, "embedded-listen", "127.0.0.1:4222", "where the embedded server listens (port 0 picks a free port)")
+	fs.StringVar(&f.data, "data", "./.happen", "embedded server storage and engine state")
+	fs.StringVar(&f.creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&f.user, "user", "", "NATS user")
+	fs.StringVar(&f.password, "password", "", "NATS password")
+	fs.StringVar(&f.token, "token", "", "NATS token")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "client TLS certificate")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "client TLS key")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate to verify the server")
+	fs.StringVar(&f.rules, "rules", "", "ruleset file or folder, watched and hot-reloaded (default: the built-in ruleset)")
+	fs.DurationVar(&f.interval, "interval", time.Second, "how often flow is sampled")
+	fs.StringVar(&f.http, "http", "127.0.0.1:9466", "address for /metrics, /healthz and /api/status; off disables")
+	fs.StringVar(&f.subjectPrefix, "subject-prefix", "happen.events", "where events are published")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "evaluate and emit events, but run no action (log what would run)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// loadRules loads --rules, or the built-in ruleset when it is empty.
+func loadRules(path string, opts rules.LoadOptions) (*rules.Set, error) {
+	if path == "" {
+		rs, err := rules.Parse(rulesets.DefaultName, rulesets.Default, opts)
+		if err != nil {
+			return nil, err
+		}
+		return rules.NewSet(rs)
+	}
+	return rules.LoadPaths([]string{path}, opts)
+}
+
+func runEngine(ctx context.Context, f *engineFlags) error {
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if f.interval < 10*time.Millisecond {
+		return &exitError{code: 2, err: fmt.Errorf("--interval %v is too short (minimum 10ms)", f.interval)}
+	}
+	ropts := rules.LoadOptions{Warn: func(d rules.Diagnostic) { log.Warn(d.Msg, "at", d.Pos.String()) }}
+	set, err := loadRules(f.rules, ropts)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+
+	url := f.nats
+	if url == "" {
+		srv, err := embedded.Start(ctx, embedded.Config{Listen: f.embeddedListen, DataDir: f.data, Logger: log})
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		url = srv.ClientURL()
+		fmt.Fprintf(os.Stderr, "embedded NATS listening on %s\n", url)
+	}
+
+	nc, err := connect(url, f, log)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	defer nc.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var disp action.Dispatcher = action.Log{Logger: log}
+	eng := engine.New(nc, set, engine.Config{
+		Interval:      f.interval,
+		SubjectPrefix: f.subjectPrefix,
+		Logger:        log,
+		Dispatcher:    disp,
+		Registry:      reg,
+	})
+	log.Info("engine starting", "nats", nc.ConnectedUrlRedacted(), "rules", len(set.Rules), "files", set.Files, "interval", f.interval, "dryRun", f.dryRun)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	httpDone := make(<-chan error)
+	if !strings.EqualFold(f.http, "off") {
+		_, done, err := httpapi.Serve(runCtx, f.http, httpapi.Handler(eng, reg), log)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		httpDone = done
+	}
+	if f.rules != "" {
+		w, err := rules.NewWatcher([]string{f.rules}, ropts, 250*time.Millisecond)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		go w.Run(runCtx, func(s *rules.Set, err error) {
+			if err != nil {
+				eng.Reject(err)
+				return
+			}
+			eng.Reload(s)
+		})
+	}
+
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(runCtx) }()
+	select {
+	case err = <-engDone:
+	case err = <-httpDone:
+		if err != nil {
+			err = fmt.Errorf("http server: %w", err)
+		}
+		cancel()
+		<-engDone
+	}
+	cancel()
+	log.Info("engine stopping; draining NATS")
+	if derr := drain(nc, 5*time.Second); derr != nil {
+		log.Warn("drain", "error", derr)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return &exitError{code: 1, err: err}
+	}
+	return nil
+}
+
+func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("happen-engine"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// A server that is down at start is a blind engine, not a failed one.
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from NATS", "error", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subj := ""
+			if s != nil {
+				subj = s.Subject
+			}
+			log.Warn("NATS async error", "subject", subj, "error", err)
+		}),
+	}
+	if f.creds != "" {
+		opts = append(opts, nats.UserCredentials(f.creds))
+	}
+	if f.user != "" || f.password != "" {
+		opts = append(opts, nats.UserInfo(f.user, f.password))
+	}
+	if f.token != "" {
+		opts = append(opts, nats.Token(f.token))
+	}
+	if f.tlsCert != "" || f.tlsKey != "" {
+		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))
+	}
+	if f.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(f.tlsCA))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// drain flushes published events and closes nc, waiting at most d.
+func drain(nc *nats.Conn, d time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("drain did not finish within %v", d)
+	}
+}

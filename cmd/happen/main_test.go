@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/happen-dev/happen/rulesets"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// These tests run the real binary, as an operator would.
+
+var happenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "happen-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	happenBin = filepath.Join(dir, "happen")
+	out, err := exec.Command("go", "build", "-o", happenBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build happen: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, happenBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("run happen %v: %v", args, err)
+	}
+	return o.String(), e.String(), 0
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := run(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "happen ") || !strings.Contains(out, "go1.") || !strings.Contains(out, "commit ") {
+		t.Fatalf("exit %d, output %q", code, out)
+	}
+}
+
+const badRules = `version: 1
+name: bad
+rules:
+  - name: broken
+    scope: nod
+    when: node.stalled
+    pattern: x
+  - name: misspelt
+    when: node.stalld
+    pattern: x
+`
+
+func TestRulesCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, rulesets.Default, 0o644)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(badRules), 0o644)
+
+	out, errOut, code := run(t, nil, "rules", "check", good)
+	if code != 0 || !strings.Contains(out, "ok") {
+		t.Fatalf("good file: exit %d, %q %q", code, out, errOut)
+	}
+	_, errOut, code = run(t, nil, "rules", "check", good, bad)
+	if code != 1 {
+		t.Fatalf("bad file: exit %d, want 1", code)
+	}
+	for _, want := range []string{bad + ":5:12:", bad + ":9:"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	if _, _, code := run(t, nil, "rules", "check", filepath.Join(dir, "missing.yaml")); code != 1 {
+		t.Fatalf("missing file: exit %d, want 1", code)
+	}
+}
+
+func TestEngineRefusesFaultyRules(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(badRules), 0o644)
+	_, errOut, code := run(t, nil, "engine", "--rules", bad, "--http", "off", "--embedded-listen", "127.0.0.1:0", "--data", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, bad+":5:12:") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	}
+}
+
+// engineProc is a running `happen engine`.
+type engineProc struct {
+	cmd     *exec.Cmd
+	natsURL string
+	http    string
+
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	exited chan error
+}
+
+func startEngine(t *testing.T, env []string, args ...string) *engineProc {
+	t.Helper()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	args = append([]string{"engine", "--embedded-listen", "127.0.0.1:0", "--data", t.TempDir(), "--http", httpAddr}, args...)
+	p := &engineProc{cmd: exec.Command(happenBin, args...), http: "http://" + httpAddr, exited: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	pipe, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	urlRe := regexp.MustCompile(`^embedded NATS listening on (nats://\S+)$`)
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.stderr.WriteString(line + "\n")
+			p.mu.Unlock()
+			if m := urlRe.FindStringSubmatch(line); m != nil {
+				urls <- m[1]
+			}
+		}
+		p.exited <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("engine stderr:\n%s", p.log())
+		}
+	})
+	select {
+	case p.natsURL = <-urls:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no embedded NATS URL on stderr:\n%s", p.log())
+	}
+	return p
+}
+
+func (p *engineProc) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+func (p *engineProc) get(path string) (int, string) {
+	resp, err := http.Get(p.http + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestEngineEmbeddedEndToEnd(t *testing.T) {
+	p := startEngine(t, []string{"HAPPEN_INTERVAL=500ms"})
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		code, _ := p.get("/healthz")
+		return code == 200
+	}, "/healthz 200")
+
+	nc := testutil.Connect(t, p.natsURL)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{
+		Durable: "c1", AckPolicy: jetstream.AckExplicitPolicy,
+		Metadata: map[string]string{"happen.node": "orders-eu-1", "happen.group": "eu"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_, body := p.get("/api/status")
+		var st struct {
+			Healthy bool
+			Nodes   []struct {
+				NodeID string `json:"nodeId"`
+				Group  string `json:"group"`
+				State  string `json:"state"`
+			}
+		}
+		return json.Unmarshal([]byte(body), &st) == nil && st.Healthy && len(st.Nodes) == 1 &&
+			st.Nodes[0].NodeID == "orders-eu-1" && st.Nodes[0].Group == "eu" && st.Nodes[0].State == "ok"
+	}, "/api/status lists the node")
+	_, metrics := p.get("/metrics")
+	for _, want := range []string{`happen_samples_total{result="ok"}`, `happen_node_messages_waiting{consumer="c1",group="eu",node="orders-eu-1",stream="ORDERS"}`, "happen_rules "} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("engine exit after SIGTERM: %v\n%s", err, p.log())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("engine did not stop on SIGTERM")
+	}
+}
+
+// Hot reload through the real binary: a good change takes effect, a broken
+// one is refused while detection goes on, and the fix is accepted.
+func TestEngineHotReload(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(file, rulesets.Default, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startEngine(t, nil, "--rules", dir)
+
+	nc := testutil.Connect(t, p.natsURL)
+	var mu sync.Mutex
+	var got []events.Envelope
+	nc.Subscribe("happen.events.>", func(m *nats.Msg) {
+		var env events.Envelope
+		if json.Unmarshal(m.Data, &env) == nil {
+			mu.Lock()
+			got = append(got, env)
+			mu.Unlock()
+		}
+	})
+	nc.Flush()
+	waitType := func(typ string, n int) events.Envelope {
+		t.Helper()
+		var last events.Envelope
+		testutil.Eventually(t, 20*time.Second, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			c := 0
+			for _, e := range got {
+				if e.Type == typ {
+					c++
+					last = e
+				}
+			}
+			return c >= n
+		}, "%d %s", n, typ)
+		return last
+	}
+
+	// A good change: write a new file in the folder, the way an editor saves
+	// by rename.
+	extra := strings.Replace(string(rulesets.Default), "name: default", "name: extra", 1)
+	extra = regexp.MustCompile(`(?m)^  - name: (\S+)`).ReplaceAllString(extra, "  - name: extra-$1")
+	tmp := filepath.Join(dir, ".extra.yaml.tmp")
+	os.WriteFile(tmp, []byte(extra), 0o644)
+	os.Rename(tmp, filepath.Join(dir, "extra.yaml"))
+	var rl events.RulesReloaded
+	waitType(events.TypeRulesReloaded, 1).Decode(&rl)
+	if rl.Rules != 10 || len(rl.Files) != 2 {
+		t.Fatalf("rules.reloaded = %+v", rl)
+	}
+
+	// A broken change is refused whole.
+	os.WriteFile(filepath.Join(dir, "extra.yaml"), []byte(badRules), 0o644)
+	var rj events.RulesRejected
+	waitType(events.TypeRulesRejected, 1).Decode(&rj)
+	if !strings.HasSuffix(rj.File, "extra.yaml") || len(rj.Errors) == 0 || !strings.Contains(rj.Errors[0], ":5:12:") {
+		t.Fatalf("rules.rejected = %+v", rj)
+	}
+
+	// Detection keeps working on the rules in force.
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}})
+	for _, id := range []string{"a", "b"} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wa := testutil.StartWorker(t, p.natsURL, "ORDERS", "a")
+	testutil.StartWorker(t, p.natsURL, "ORDERS", "b")
+	testutil.StartPublisher(t, p.natsURL, "orders", 20)
+	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+	wa.Kill()
+	var down events.NodeDown
+	waitType(events.TypeNodeDown, 1).Decode(&down)
+	if down.NodeID != "a" || down.Pattern != "node-failure" {
+		t.Fatalf("node.down = %+v", down)
+	}
+
+	// The fix is accepted.
+	os.WriteFile(filepath.Join(dir, "extra.yaml"), []byte(extra), 0o644)
+	waitType(events.TypeRulesReloaded, 2).Decode(&rl)
+	if rl.Rules != 10 {
+		t.Fatalf("rules.reloaded after the fix = %+v", rl)
+	}
+}

@@ -1,0 +1,422 @@
+// Package engine is happen's tick loop: every interval it samples JetStream,
+// computes flow metrics, evaluates the rules, publishes the resulting events
+// on NATS and hands their actions to a dispatcher. It also knows when it is
+// blind (its own connection or sampling failed) and then reports nothing
+// about nodes it cannot see.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/happen-dev/happen/engine/action"
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/engine/sampler"
+	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is everything the engine needs besides its connection and rules.
+type Config struct {
+	Interval      time.Duration // sampling period; default 1s
+	SubjectPrefix string        // default happen.events
+	Instance      string        // sender is happen-engine/<Instance>; default host name
+	Flow          flow.Config   // zero fields take defaults derived from Interval
+	Logger        *slog.Logger
+	// Dispatcher runs rule actions; default action.Log (runs nothing).
+	Dispatcher action.Dispatcher
+	// Registry receives the engine's Prometheus metrics; may be nil.
+	Registry prometheus.Registerer
+}
+
+// Engine watches one NATS account. Create it with New, run it with Run.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	nc      *nats.Conn
+	sampler *sampler.Sampler
+	tracker *flow.Tracker
+	eval    *rules.Evaluator
+	disp    action.Dispatcher
+	met     *metrics
+	sender  string
+
+	reloads chan reload
+
+	// downs remembers each open incident's down event per node (or for the
+	// system), for the up event's causation and the resolve action.
+	downs map[string]events.Envelope
+
+	lastOK    atomic.Int64 // unix nanos of the last successful sample
+	blind     bool
+	holdUntil time.Time // after being blind: no incident changes until windows refill
+	status    atomic.Pointer[Status]
+
+	errMu   sync.Mutex
+	errSeen map[string]time.Time // rate-limits expression error logs
+}
+
+type reload struct {
+	set   *rules.Set
+	files []string
+}
+
+// New returns an engine watching nc with the rules in set.
+func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = "happen.events"
+	}
+	if cfg.Instance == "" {
+		cfg.Instance, _ = os.Hostname()
+		if cfg.Instance == "" {
+			cfg.Instance = nuid.Next()[:8]
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Flow.StallAfter == 0 {
+		cfg.Flow.StallAfter = max(2*time.Second, 2*cfg.Interval)
+	}
+	if cfg.Flow.WarmUp == 0 {
+		cfg.Flow.WarmUp = max(3*time.Second, 3*cfg.Interval)
+	}
+	if cfg.Flow.Window == 0 {
+		cfg.Flow.Window = max(10*time.Second, 10*cfg.Interval)
+	}
+	if cfg.Dispatcher == nil {
+		cfg.Dispatcher = action.Log{Logger: cfg.Logger}
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		nc:      nc,
+		sampler: sampler.New(nc, sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger}),
+		tracker: flow.NewTracker(cfg.Flow),
+		disp:    cfg.Dispatcher,
+		met:     newMetrics(cfg.Registry),
+		sender:  "happen-engine/" + cfg.Instance,
+		reloads: make(chan reload, 1),
+		downs:   map[string]events.Envelope{},
+		errSeen: map[string]time.Time{},
+	}
+	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError))
+	e.met.rulesLoaded.Set(float64(len(set.Rules)))
+	e.status.Store(&Status{Healthy: false, Reason: "starting"})
+	return e
+}
+
+// Run samples every interval until ctx ends. It returns nil on a clean stop.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.sampler.Start(ctx); err != nil {
+		return fmt.Errorf("start sampling: %w", err)
+	}
+	defer e.sampler.Stop()
+	t := time.NewTicker(e.cfg.Interval)
+	defer t.Stop()
+	for {
+		e.Tick(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Reload queues a new rule set; it takes effect at the next tick, and
+// rules.reloaded is published then.
+func (e *Engine) Reload(set *rules.Set) {
+	r := reload{set: set, files: set.Files}
+	for {
+		select {
+		case e.reloads <- r:
+			return
+		default:
+		}
+		select { // a newer set replaces one not yet applied
+		case <-e.reloads:
+		default:
+		}
+	}
+}
+
+// Reject publishes rules.rejected for a refused ruleset change. err is
+// usually rules.Errors; the previous rules stay in force.
+func (e *Engine) Reject(err error) {
+	e.met.reloads.WithLabelValues("rejected").Inc()
+	byFile := map[string][]string{}
+	var order []string
+	var diags rules.Errors
+	if errors.As(err, &diags) {
+		for _, d := range diags {
+			if _, ok := byFile[d.Pos.File]; !ok {
+				order = append(order, d.Pos.File)
+			}
+			byFile[d.Pos.File] = append(byFile[d.Pos.File], d.Error())
+		}
+	} else {
+		order = []string{""}
+		byFile[""] = []string{err.Error()}
+	}
+	for _, f := range order {
+		e.log.Error("ruleset change refused; previous rules stay in force", "file", f, "errors", byFile[f])
+		e.publish(events.TypeRulesRejected, events.RulesRejected{File: f, Errors: byFile[f]}, "", "")
+	}
+}
+
+// Tick runs one sample-evaluate-emit cycle. Run calls it every interval;
+// it is exported for tests that drive time themselves.
+func (e *Engine) Tick(ctx context.Context) {
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, e.cfg.Interval)
+	snap, err := e.sampler.Sample(sctx)
+	cancel()
+	e.met.sampleSeconds.Observe(time.Since(start).Seconds())
+	if err == nil && !e.nc.IsConnected() {
+		err = errors.New("not connected to NATS")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		e.met.samples.WithLabelValues("error").Inc()
+		e.goBlind(err)
+		return
+	}
+	e.met.samples.WithLabelValues("ok").Inc()
+	if e.blind {
+		e.blind = false
+		e.met.blind.Set(0)
+		e.tracker.Reset()
+		e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.cfg.Flow.StallAfter)
+		e.log.Info("sampling resumed; holding incidents while flow windows refill", "hold", e.holdUntil.Sub(snap.At))
+	}
+	e.lastOK.Store(time.Now().UnixNano())
+
+	st := e.tracker.Update(snap)
+	now := snap.At
+
+	select {
+	case r := <-e.reloads:
+		e.applyReload(ctx, r, now, st)
+	default:
+	}
+
+	var trs []rules.Transition
+	if now.Before(e.holdUntil) {
+		trs = e.eval.Leave(now, st.Left)
+	} else {
+		trs = e.eval.Eval(now, st)
+		e.met.evaluations.Add(float64(e.evalCount(st)))
+	}
+	e.emit(ctx, trs, st)
+	e.met.observe(st)
+	e.status.Store(e.buildStatus(st, snap))
+}
+
+func (e *Engine) goBlind(err error) {
+	if !e.blind {
+		e.log.Warn("engine is blind: cannot sample JetStream; reporting nothing about nodes until it can", "error", err)
+	}
+	e.blind = true
+	e.met.blind.Set(1)
+	old := e.status.Load()
+	s := *old
+	s.Healthy, s.Blind, s.Reason = false, true, err.Error()
+	e.status.Store(&s)
+}
+
+func (e *Engine) applyReload(ctx context.Context, r reload, now time.Time, st *flow.State) {
+	trs := e.eval.Swap(r.set, now)
+	e.emit(ctx, trs, st)
+	e.met.rulesLoaded.Set(float64(len(r.set.Rules)))
+	e.met.reloads.WithLabelValues("applied").Inc()
+	e.log.Info("rules reloaded", "files", r.files, "rules", len(r.set.Rules))
+	e.publish(events.TypeRulesReloaded, events.RulesReloaded{Files: r.files, Rules: len(r.set.Rules)}, "", "")
+}
+
+// emit publishes one event per transition and dispatches the rule's actions.
+func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.State) {
+	if len(trs) == 0 {
+		return
+	}
+	byKey := indexNodes(st)
+	for _, tr := range trs {
+		inc := tr.Incident
+		r := inc.Rule
+		downKey := inc.ID + "|" + tr.Node.String()
+		var env events.Envelope
+		var key string
+		switch {
+		case tr.Kind == rules.Fire && r.Emit == events.TypeNodeDown:
+			n := byKey[tr.Node]
+			key = nodeID(n, tr.Node)
+			p := events.NodeDown{
+				NodeID: key, Pattern: r.Pattern, Rule: r.Name, Level: r.Level,
+				Stream: tr.Node.Stream, Consumer: tr.Node.Consumer,
+				AffectedNodes: e.nodeIDs(inc.Nodes, byKey),
+			}
+			if n != nil {
+				p.Group = n.Group
+				p.LagMetrics = lagMetrics(n)
+			}
+			env = e.publish(events.TypeNodeDown, p, inc.ID, "")
+			e.downs[downKey] = env
+		case tr.Kind == rules.Fire:
+			key = "system"
+			sys := st.System
+			env = e.publish(events.TypeSystemDown, events.SystemDown{
+				Level: r.Level, Pattern: r.Pattern, Rule: r.Name,
+				AffectedNodes: e.nodeIDs(inc.Nodes, byKey),
+				Metrics: events.SystemMetrics{
+					Nodes: sys.Nodes, LaggingNodes: sys.LaggingNodes, LaggingFraction: sys.LaggingFraction,
+					MessagesWaiting: sys.MessagesWaiting, PublishRate: sys.PublishRate,
+					PublishRateBaseline: sys.PublishRateBaseline,
+				},
+			}, inc.ID, "")
+			e.downs[downKey] = env
+		default:
+			down := e.downs[downKey]
+			delete(e.downs, downKey)
+			secs := tr.At.Sub(inc.Since).Seconds()
+			if r.Emit == events.TypeNodeDown {
+				key = nodeID(byKey[tr.Node], tr.Node)
+				if down.Type != "" {
+					var p events.NodeDown
+					if down.Decode(&p) == nil {
+						key = p.NodeID // the id it went down with, even if it left
+					}
+				}
+				env = e.publish(events.TypeNodeUp, events.NodeUp{
+					NodeID: key, Pattern: r.Pattern, Rule: r.Name, DownSeconds: secs, Reason: tr.Reason,
+				}, inc.ID, down.Context.ID)
+			} else {
+				key = "system"
+				env = e.publish(events.TypeSystemUp, events.SystemUp{
+					Pattern: r.Pattern, Rule: r.Name, DownSeconds: secs, Reason: tr.Reason,
+				}, inc.ID, down.Context.ID)
+			}
+			if len(r.Actions) > 0 {
+				e.disp.Dispatch(ctx, action.Job{Event: env, Down: down, Resolve: true, Rule: r.Name, Key: key, Actions: r.Actions})
+			}
+			continue
+		}
+		if len(r.Actions) > 0 {
+			e.disp.Dispatch(ctx, action.Job{Event: env, Down: env, Rule: r.Name, Key: key, Actions: r.Actions})
+		}
+	}
+}
+
+// publish sends one event on <prefix>.<type> and returns its envelope.
+// NATS buffers while reconnecting; a failure is logged and counted, never
+// fatal: the incident state stays right either way.
+func (e *Engine) publish(typ string, payload any, correlation, causation string) events.Envelope {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		// Payloads are our own plain structs; this cannot fail on valid data.
+		e.log.Error("encode event", "type", typ, "error", err)
+	}
+	env := events.Envelope{
+		Type:    typ,
+		Payload: raw,
+		Context: events.Context{
+			ID:            nuid.Next(),
+			Timestamp:     time.Now().UnixMilli(),
+			Sender:        e.sender,
+			CausationID:   causation,
+			CorrelationID: correlation,
+		},
+	}
+	data, _ := json.Marshal(env)
+	subj := e.cfg.SubjectPrefix + "." + typ
+	if err := e.nc.Publish(subj, data); err != nil {
+		e.met.publishErrors.Inc()
+		e.log.Error("publish event", "subject", subj, "error", err)
+	}
+	e.met.events.WithLabelValues(typ).Inc()
+	e.log.Info("event", "type", typ, "id", env.Context.ID, "correlationId", correlation, "payload", string(raw))
+	return env
+}
+
+// PublishEvent publishes an event raised outside the tick loop (such as
+// action.failed from the plugin manager).
+func (e *Engine) PublishEvent(typ string, payload any, correlation, causation string) events.Envelope {
+	return e.publish(typ, payload, correlation, causation)
+}
+
+func (e *Engine) ruleError(r *rules.Rule, subject string, err error) {
+	e.met.ruleErrors.WithLabelValues(r.Name).Inc()
+	key := r.Name + "|" + subject
+	e.errMu.Lock()
+	last, seen := e.errSeen[key]
+	now := time.Now()
+	if !seen || now.Sub(last) > time.Minute {
+		e.errSeen[key] = now
+	}
+	e.errMu.Unlock()
+	if !seen || now.Sub(last) > time.Minute {
+		e.log.Error("rule expression failed; the alert keeps its state", "rule", r.Name, "at", r.Pos.String(), "subject", subject, "error", err)
+	}
+}
+
+func (e *Engine) evalCount(st *flow.State) int {
+	n := 0
+	for _, r := range e.eval.Set().Rules {
+		switch r.Scope {
+		case rules.ScopeNode:
+			n += len(st.Nodes)
+		case rules.ScopeGroup:
+			n += len(st.Groups)
+		default:
+			n++
+		}
+	}
+	return n
+}
+
+func (e *Engine) nodeIDs(keys []flow.NodeKey, byKey map[flow.NodeKey]*flow.Node) []string {
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, nodeID(byKey[k], k))
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func nodeID(n *flow.Node, k flow.NodeKey) string {
+	if n != nil && n.ID != "" {
+		return n.ID
+	}
+	return k.Consumer
+}
+
+func indexNodes(st *flow.State) map[flow.NodeKey]*flow.Node {
+	m := make(map[flow.NodeKey]*flow.Node, len(st.Nodes))
+	for i := range st.Nodes {
+		m[st.Nodes[i].Key] = &st.Nodes[i]
+	}
+	return m
+}
+
+func lagMetrics(n *flow.Node) events.LagMetrics {
+	return events.LagMetrics{
+		MessagesWaiting: n.MessagesWaiting, NumPending: n.NumPending, AckPending: n.AckPending,
+		Redelivered: n.Redelivered, DeliveryRate: n.DeliveryRate, AckRate: n.AckRate,
+		LagGrowthRate: n.LagGrowthRate, WaitingPulls: n.WaitingPulls, SecondsSinceLastAck: n.SecondsSinceLastAck,
+	}
+}

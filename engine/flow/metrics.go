@@ -1,0 +1,265 @@
+package flow
+
+import (
+	"math"
+	"time"
+)
+
+// This file holds the metric rules, one small pure function each, so every
+// definition can be read and tested on its own. The Tracker only gathers the
+// inputs and calls them.
+
+// point is the time and depth of one sample, kept apart from the counters
+// so the slope reads a compact run of memory.
+type point struct {
+	at      int64   // server time, Unix nanoseconds
+	waiting float64 // MessagesWaiting
+}
+
+// counts are the cumulative counters of one sample. Counters that may step
+// backwards for reasons other than a recreated consumer are kept as running
+// sums of clamped steps, so a rate over the window is last minus first with
+// no negative steps in between.
+type counts struct {
+	delivered uint64 // Delivered (consumer sequence), or a stream's LastSeq
+	acked     uint64 // running sum of clamped steps of Delivered - NumAckPending
+	arrived   uint64 // running sum of clamped steps of NumPending + Delivered
+	naks      uint64 // running sums of clamped steps of the advisory counters
+	maxDel    uint64
+	term      uint64
+}
+
+// window holds the samples of the recent past in reusable buffers: live
+// samples are pts[lo:hi] and cnt[lo:hi]. It compacts in place or grows, so a
+// node in steady state appends without allocating.
+type window struct {
+	pts    []point
+	cnt    []counts
+	lo, hi int
+}
+
+func (w *window) len() int { return w.hi - w.lo }
+
+func (w *window) points() []point { return w.pts[w.lo:w.hi] }
+
+func (w *window) clear() { w.lo, w.hi = 0, 0 }
+
+// newest returns the latest sample, if any.
+func (w *window) newest() (point, counts, bool) {
+	if w.hi == w.lo {
+		return point{}, counts{}, false
+	}
+	return w.pts[w.hi-1], w.cnt[w.hi-1], true
+}
+
+// oldest returns the earliest sample; the window must not be empty.
+func (w *window) oldest() (point, counts) { return w.pts[w.lo], w.cnt[w.lo] }
+
+func (w *window) push(p point, c counts) {
+	if w.hi == len(w.pts) {
+		n := w.hi - w.lo
+		if w.lo >= len(w.pts)/2 && w.lo > 0 {
+			// Half the buffer is dead: move the live part down. Each live
+			// sample is copied at most once per len/2 pushes.
+			copy(w.pts, w.pts[w.lo:w.hi])
+			copy(w.cnt, w.cnt[w.lo:w.hi])
+		} else {
+			size := max(2*len(w.pts), 16)
+			pts, cnt := make([]point, size), make([]counts, size)
+			copy(pts, w.pts[w.lo:w.hi])
+			copy(cnt, w.cnt[w.lo:w.hi])
+			w.pts, w.cnt = pts, cnt
+		}
+		w.lo, w.hi = 0, n
+	}
+	w.pts[w.hi], w.cnt[w.hi] = p, c
+	w.hi++
+}
+
+// trim applies the window rule: keep the samples newer than newest-span,
+// plus the latest one at or before that cut, so the window covers about span
+// once enough history exists.
+func (w *window) trim(span int64) {
+	if w.hi == w.lo {
+		return
+	}
+	cut := w.pts[w.hi-1].at - span
+	for w.hi-w.lo >= 2 && w.pts[w.lo+1].at <= cut {
+		w.lo++
+	}
+}
+
+// spanSeconds is the time the window covers.
+func spanSeconds(w []point) float64 {
+	if len(w) < 2 {
+		return 0
+	}
+	return float64(w[len(w)-1].at-w[0].at) / 1e9
+}
+
+// rate is the rule for every per-second rate (DeliveryRate, AckRate,
+// ArrivalRate, NakRate, MaxDeliveriesRate, TerminatedRate, a stream's
+// publish rate): the counter's change over the window divided by the span.
+// With no span (fewer than two samples, or all at one instant) it is 0, and
+// a counter lower at the end than at the start counts as no change.
+func rate(first, last uint64, span float64) float64 {
+	if span <= 0 || last <= first {
+		return 0
+	}
+	return float64(last-first) / span
+}
+
+// clampStep is the rule for counters whose drops are not negative work: a
+// step from prev to cur counts max(0, cur-prev).
+func clampStep(prev, cur int64) uint64 {
+	if cur <= prev {
+		return 0
+	}
+	return uint64(cur - prev)
+}
+
+// clampStepU is clampStep for unsigned counters.
+func clampStepU(prev, cur uint64) uint64 {
+	if cur <= prev {
+		return 0
+	}
+	return cur - prev
+}
+
+// lagSlope is the LagGrowthRate rule: the least-squares slope of
+// MessagesWaiting against time over the window, in messages per second. A
+// slope resists a single noisy sample better than last-minus-first. Fewer
+// than two samples, or all at one instant, give 0.
+func lagSlope(w []point) float64 {
+	n := len(w)
+	if n < 2 {
+		return 0
+	}
+	// Time relative to the newest sample keeps the numbers small and exact.
+	t0 := w[n-1].at
+	var sx, sy float64
+	for i := range w {
+		sx += float64(w[i].at-t0) / 1e9
+		sy += w[i].waiting
+	}
+	mx, my := sx/float64(n), sy/float64(n)
+	var sxy, sxx float64
+	for i := range w {
+		dx := float64(w[i].at-t0)/1e9 - mx
+		sxy += dx * (w[i].waiting - my)
+		sxx += dx * dx
+	}
+	if sxx == 0 {
+		return 0
+	}
+	return sxy / sxx
+}
+
+// ewmaAlpha is the weight a new value gets in a baseline after dt, so that
+// the old value's weight halves every halfLife whatever the sampling
+// interval: alpha = 1 - exp(-ln2 * dt / halfLife). No time passed, no weight.
+func ewmaAlpha(dt, halfLife time.Duration) float64 {
+	if dt <= 0 {
+		return 0
+	}
+	if halfLife <= 0 {
+		return 1
+	}
+	return 1 - math.Exp(-math.Ln2*dt.Seconds()/halfLife.Seconds())
+}
+
+// ewma is the baseline rule (AckRateBaseline, ArrivalRateBaseline,
+// PublishRateBaseline): the first value initialises the baseline, each later
+// one moves it by alpha.
+func ewma(prev, x, alpha float64, initialised bool) float64 {
+	if !initialised {
+		return x
+	}
+	return prev + alpha*(x-prev)
+}
+
+// later returns the later of two times; a zero time is earlier than any.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// progressAt is the rule for when a node last made progress: the later of
+// the server's last ack time (zero when unknown) and the start of the newest
+// sample step in which the acked estimate rose (zero if never seen). Zero
+// means the node has never been seen to progress.
+func progressAt(lastAck, ackRoseAt time.Time) time.Time {
+	return later(lastAck, ackRoseAt)
+}
+
+// stallOnset is the rule for when a possible stall began: the last progress,
+// or when watching began if that is later, since nothing before watching
+// began (or before a gap in it) can be vouched for.
+func stallOnset(progress, observedSince time.Time) time.Time {
+	return later(progress, observedSince)
+}
+
+// isStalled is the Stalled rule: work is waiting, nothing has progressed for
+// at least stallAfter since the onset, and the node has been watched without
+// a gap for at least warmUp, so a node that just appeared or just came back
+// into view is not called stalled on too little evidence. An idle node (no
+// work waiting) is never stalled.
+func isStalled(waiting int, at, onset, observedSince time.Time, stallAfter, warmUp time.Duration) bool {
+	return waiting > 0 && at.Sub(onset) >= stallAfter && at.Sub(observedSince) >= warmUp
+}
+
+// isLagging is the Lagging rule: enough work is waiting and it keeps
+// growing. The floor keeps a handful of in-flight messages from counting;
+// the slope keeps a deep but shrinking backlog from counting.
+func isLagging(waiting int, growth float64, floor int, minGrowth float64) bool {
+	return waiting >= floor && growth >= minGrowth
+}
+
+// secondsSinceLastAck is the SecondsSinceLastAck rule: time since the last
+// progress, or since the consumer was created when it never progressed (or
+// since watching began when the creation time is unknown). Never negative:
+// times from a server whose clock moved back read as 0.
+func secondsSinceLastAck(at, progress, created, observedSince time.Time) float64 {
+	from := progress
+	if from.IsZero() {
+		from = created
+	}
+	if from.IsZero() {
+		from = observedSince
+	}
+	return nonNegSeconds(at.Sub(from))
+}
+
+// nonNegSeconds converts d to seconds, clamping negatives to 0.
+func nonNegSeconds(d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return d.Seconds()
+}
+
+// fraction is n/d, or 0 when d is 0.
+func fraction(n, d int) float64 {
+	if d == 0 {
+		return 0
+	}
+	return float64(n) / float64(d)
+}
+
+// satInt converts a counter to int, saturating instead of wrapping.
+func satInt(u uint64) int {
+	if u > math.MaxInt {
+		return math.MaxInt
+	}
+	return int(u)
+}
+
+// satAdd adds two counters, saturating instead of wrapping.
+func satAdd(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
+}

@@ -1,0 +1,615 @@
+package flow
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config tunes the Tracker. Zero fields take the defaults below.
+type Config struct {
+	Window           time.Duration // rates and slopes span this much history; default 10s
+	StallAfter       time.Duration // work waiting and no progress this long = stalled; default 2s
+	WarmUp           time.Duration // a node must be watched this long without a gap before it can be stalled; default 3s
+	LaggingSlope     float64       // msgs/s of lag growth that makes a node lagging; default 1
+	LaggingFloor     int           // and at least this many messages waiting; default 10
+	BaselineHalfLife time.Duration // EWMA half-life of baselines; default 60s
+}
+
+// Defaults of Config.
+const (
+	DefaultWindow           = 10 * time.Second
+	DefaultStallAfter       = 2 * time.Second
+	DefaultWarmUp           = 3 * time.Second
+	DefaultLaggingSlope     = 1.0
+	DefaultLaggingFloor     = 10
+	DefaultBaselineHalfLife = 60 * time.Second
+)
+
+// overloadFreeze is the lagging share at and above which the system's
+// publish rate baseline stops learning, so an overload does not become the
+// new normal.
+const overloadFreeze = 0.5
+
+func (c Config) withDefaults() Config {
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = DefaultStallAfter
+	}
+	if c.WarmUp <= 0 {
+		c.WarmUp = DefaultWarmUp
+	}
+	if c.LaggingSlope == 0 {
+		c.LaggingSlope = DefaultLaggingSlope
+	}
+	if c.LaggingFloor == 0 {
+		c.LaggingFloor = DefaultLaggingFloor
+	}
+	if c.BaselineHalfLife <= 0 {
+		c.BaselineHalfLife = DefaultBaselineHalfLife
+	}
+	return c
+}
+
+// Tracker turns a sequence of snapshots into flow metrics. It keeps a
+// window of samples per node and per stream, and slow baselines. It is not
+// safe for concurrent use; each State it returns belongs to the caller and
+// is never touched again by the Tracker.
+type Tracker struct {
+	cfg Config
+
+	tick  uint64 // counts updates; marks what was seen in which
+	nodes map[NodeKey]*nodeState
+	all   []*nodeState // every tracked node, for the sweep after each update
+	// prevOrder is last update's observed nodes in input order: a sampler
+	// that lists consumers the same way every tick finds each node without
+	// hashing. order is being filled for the next update.
+	prevOrder, order []*nodeState
+
+	streams map[string]*streamState
+
+	groupSlot map[string]int // group name -> index in groups
+	groups    []groupAcc
+	freeSlots []int
+	active    []int // slots used this update
+
+	unobservedStreams map[string]struct{} // scratch, refilled each update
+
+	alphaDt  time.Duration // last dt given to alpha, and its result
+	alphaVal float64
+
+	pubBaseline    float64
+	pubBaselineSet bool
+	prevTick       time.Time
+}
+
+// nodeState is what the Tracker remembers of one node between updates.
+type nodeState struct {
+	key  NodeKey
+	gone bool // dropped as left; cached pointers to it are stale
+
+	seen       uint64 // tick in which it was last observed
+	unobserved uint64 // tick in which it was last listed unobserved
+	// restart makes the next observation the start of watching: set when
+	// first seen, after Reset, after a gap and after a recreation.
+	restart       bool
+	observedSince time.Time
+	ackRoseAt     time.Time // start of the newest step in which the acked estimate rose
+	created       time.Time
+	lastDelivered uint64
+
+	// The newest sample's time, cumulative counts and raw counters, for the
+	// next step; valid while the window is not empty. Kept here, beside the
+	// rest of the node, so a step reads no window memory.
+	lastAt      int64
+	lastCounts  counts
+	lastAcked   int64
+	lastArrived uint64
+	lastNaks    uint64
+	lastMaxDel  uint64
+	lastTerm    uint64
+
+	win window
+
+	ackBaseline, arrivalBaseline float64
+	baselineSet                  bool
+
+	stream    *streamState // cached lookup of key.Stream
+	groupName string       // cached lookup of the group slot
+	slot      int
+}
+
+// streamState is what the Tracker remembers of one stream.
+type streamState struct {
+	name    string
+	gone    bool
+	seen    uint64
+	win     window
+	rate    float64
+	hasRate bool // rate came from at least two samples over a positive span
+}
+
+// groupAcc accumulates one group during an update.
+type groupAcc struct {
+	name        string
+	tick        uint64
+	g           Group
+	first, last time.Time // earliest and latest stall onset among stalled nodes
+}
+
+// NewTracker returns a Tracker with cfg; zero fields take defaults.
+func NewTracker(cfg Config) *Tracker {
+	return &Tracker{
+		cfg:               cfg.withDefaults(),
+		nodes:             make(map[NodeKey]*nodeState),
+		streams:           make(map[string]*streamState),
+		groupSlot:         make(map[string]int),
+		unobservedStreams: make(map[string]struct{}),
+	}
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (t *Tracker) Config() Config { return t.cfg }
+
+// Reset forgets every node's and stream's window and when watching began,
+// for use after the engine was blind: rates must not span the blind time,
+// and no node may be called stalled before it has been watched again for
+// the warm-up. Baselines and the last known progress are kept.
+func (t *Tracker) Reset() {
+	for _, ns := range t.all {
+		ns.win.clear()
+		ns.restart = true
+		ns.observedSince = time.Time{}
+	}
+	for _, ss := range t.streams {
+		ss.win.clear()
+		ss.rate, ss.hasRate = 0, false
+	}
+}
+
+// Update feeds one snapshot and returns the flow it shows.
+//
+// Per node, every time is the server's (ConsumerSample.At, else the
+// snapshot's), and the window is the samples of the last Config.Window plus
+// the one before. With fewer than two samples, or no time between them,
+// every rate is 0.
+//
+//   - messagesWaiting = numPending + ackPending.
+//   - deliveryRate: rate of Delivered (the consumer sequence).
+//   - ackRate: rate of the acked estimate Delivered - NumAckPending, each
+//     step clamped at 0. Messages dropped by MaxDeliver or stream limits
+//     count as acked.
+//   - arrivalRate: rate of NumPending + Delivered, each step clamped at 0.
+//     A redelivery counts as new work, so it overstates under redelivery.
+//   - lagGrowthRate: least-squares slope of messagesWaiting over the window.
+//   - publishRate: the rate of its stream's LastSeq; 0 if the stream is not
+//     in the snapshot.
+//   - nakRate, maxDeliveriesRate, terminatedRate: rates of the advisory
+//     counters, each step clamped at 0.
+//   - ackRateBaseline, arrivalRateBaseline: EWMA with the configured
+//     half-life over the node's own sample spacing; only rates that exist
+//     feed it, and the first initialises it.
+//   - observedSeconds: since watching (re)began: first seen, after Reset,
+//     after being unobserved, after the consumer was recreated (Created
+//     changed or Delivered went backwards) or the server's time went back.
+//   - secondsSinceLastAck: since the last progress (the server's LastAck, or
+//     the start of the newest step in which the acked estimate rose), else
+//     since Created, else since watching began.
+//   - stalled: work waiting, no progress for StallAfter since the onset
+//     (the later of the last progress and when watching began), and watched
+//     for WarmUp. stalledSeconds counts from the onset.
+//   - lagging: messagesWaiting >= LaggingFloor and lagGrowthRate >=
+//     LaggingSlope.
+//
+// Groups and the system sum and count their observed nodes; every fraction
+// is 0 over an empty denominator. The system's publishRateBaseline is an EWMA
+// of publishRate over the snapshot times, learning only while fewer than
+// half the nodes lag (its first value too).
+func (t *Tracker) Update(s Snapshot) *State {
+	t.tick++
+	st := &State{At: s.At}
+
+	clear(t.unobservedStreams)
+	for _, name := range s.UnobservedStreams {
+		t.unobservedStreams[name] = struct{}{}
+	}
+
+	pubRate, anyRate, nStreams := t.updateStreams(&s)
+	t.updateNodes(&s, st)
+	t.sweep(&s, st)
+	t.summarise(st, pubRate, nStreams)
+
+	if anyRate && st.System.LaggingFraction < overloadFreeze {
+		dt := s.At.Sub(t.prevTick)
+		if t.prevTick.IsZero() {
+			dt = 0
+		}
+		t.pubBaseline = ewma(t.pubBaseline, pubRate, ewmaAlpha(dt, t.cfg.BaselineHalfLife), t.pubBaselineSet)
+		t.pubBaselineSet = true
+	}
+	t.prevTick = s.At
+	st.System.PublishRateBaseline = t.pubBaseline
+	return st
+}
+
+// updateStreams samples every stream of s and returns the summed publish
+// rate, whether any stream had a rate, and how many streams s holds.
+func (t *Tracker) updateStreams(s *Snapshot) (sum float64, anyRate bool, n int) {
+	for i := range s.Streams {
+		in := &s.Streams[i]
+		ss := t.streams[in.Name]
+		if ss == nil {
+			ss = &streamState{name: in.Name}
+			t.streams[in.Name] = ss
+		} else if ss.seen == t.tick {
+			continue // listed twice: the first reading counts
+		}
+		ss.seen = t.tick
+		n++
+		at := in.At
+		if at.IsZero() {
+			at = s.At
+		}
+		atNs := at.UnixNano()
+		// A LastSeq that went backwards means the stream was recreated; a
+		// time that went backwards means another server's clock. Either way
+		// the old samples say nothing about the new ones.
+		if p, c, ok := ss.win.newest(); ok && (in.LastSeq < c.delivered || atNs < p.at) {
+			ss.win.clear()
+		}
+		ss.win.push(point{at: atNs}, counts{delivered: in.LastSeq})
+		ss.win.trim(int64(t.cfg.Window))
+		_, first := ss.win.oldest()
+		span := spanSeconds(ss.win.points())
+		ss.rate = rate(first.delivered, in.LastSeq, span)
+		ss.hasRate = span > 0
+		sum += ss.rate
+		anyRate = anyRate || ss.hasRate
+	}
+	for name, ss := range t.streams {
+		if ss.seen == t.tick {
+			continue
+		}
+		if _, ok := t.unobservedStreams[name]; ok {
+			continue // unread, not gone
+		}
+		ss.gone = true
+		delete(t.streams, name)
+	}
+	return sum, anyRate, n
+}
+
+// lookup finds the state of the node observed at position i, trying last
+// update's order first.
+func (t *Tracker) lookup(key NodeKey, i int) *nodeState {
+	if i < len(t.prevOrder) {
+		if ns := t.prevOrder[i]; !ns.gone && ns.key == key {
+			return ns
+		}
+	}
+	return t.nodes[key]
+}
+
+func (t *Tracker) updateNodes(s *Snapshot, st *State) {
+	out := make([]Node, len(s.Consumers))
+	t.prevOrder, t.order = t.order, t.prevOrder[:0]
+	t.active = t.active[:0]
+	sorted := true
+	k := 0
+	for i := range s.Consumers {
+		c := &s.Consumers[i]
+		ns := t.lookup(c.Key, k)
+		if ns == nil {
+			ns = &nodeState{key: c.Key, restart: true}
+			t.nodes[c.Key] = ns
+			t.all = append(t.all, ns)
+		} else if ns.seen == t.tick {
+			continue // listed twice: the first reading counts
+		}
+		ns.seen = t.tick
+		t.order = append(t.order, ns)
+
+		n := &out[k]
+		t.observe(ns, c, s.At, n)
+		if k > 0 && sorted && compareKeys(out[k-1].Key, n.Key) > 0 {
+			sorted = false
+		}
+		k++
+		if c.Group != "" {
+			t.addToGroup(ns, n)
+		}
+	}
+	out = out[:k]
+	// Drop pointers past the end so nodes that left can be collected.
+	clear(t.order[len(t.order):cap(t.order)])
+	if !sorted {
+		slices.SortFunc(out, func(a, b Node) int { return compareKeys(a.Key, b.Key) })
+	}
+	st.Nodes = out
+}
+
+func compareKeys(a, b NodeKey) int {
+	if c := strings.Compare(a.Stream, b.Stream); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Consumer, b.Consumer)
+}
+
+// observe takes one reading of a node and writes its metrics to n.
+func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n *Node) {
+	at := c.At
+	if at.IsZero() {
+		at = snapAt
+	}
+	atNs := at.UnixNano()
+
+	// A consumer recreated under the same name is a new consumer: its
+	// sequences restarted, its past says nothing about its present.
+	recreated := (!ns.created.IsZero() && !c.Created.IsZero() && !c.Created.Equal(ns.created)) ||
+		c.Delivered < ns.lastDelivered
+	if recreated {
+		ns.win.clear()
+		ns.restart = true
+		ns.ackRoseAt = time.Time{}
+	}
+	// Server time that went backwards (another server now leads the
+	// consumer) cannot be compared with what was gathered before.
+	if ns.win.len() > 0 && atNs < ns.lastAt {
+		ns.win.clear()
+		ns.restart = true
+	}
+	if ns.restart {
+		ns.observedSince = at
+		ns.restart = false
+	}
+	if !c.Created.IsZero() {
+		ns.created = c.Created
+	}
+	ns.lastDelivered = c.Delivered
+
+	// The acked estimate counts in consumer sequence space: every delivery
+	// that is no longer pending an ack. Redeliveries and messages dropped by
+	// MaxDeliver or stream limits count too, so it is an estimate.
+	acked := int64(c.Delivered) - int64(c.NumAckPending)
+	// New work: a message arriving raises NumPending; a delivery moves one
+	// from NumPending to Delivered. A redelivery raises Delivered alone, so
+	// under redelivery this overstates arrivals.
+	arrived := satAdd(c.NumPending, c.Delivered)
+	waiting := satAdd(c.NumPending, c.NumAckPending)
+
+	cur := counts{delivered: c.Delivered}
+	var dt time.Duration
+	if ns.win.len() > 0 {
+		prev := &ns.lastCounts
+		step := clampStep(ns.lastAcked, acked)
+		if step > 0 {
+			ns.ackRoseAt = time.Unix(0, ns.lastAt)
+		}
+		cur.acked = prev.acked + step
+		cur.arrived = prev.arrived + clampStepU(ns.lastArrived, arrived)
+		cur.naks = prev.naks + clampStepU(ns.lastNaks, c.Naks)
+		cur.maxDel = prev.maxDel + clampStepU(ns.lastMaxDel, c.MaxDeliveries)
+		cur.term = prev.term + clampStepU(ns.lastTerm, c.Terminated)
+		dt = time.Duration(atNs - ns.lastAt)
+	}
+	ns.lastAt, ns.lastCounts = atNs, cur
+	ns.lastAcked, ns.lastArrived = acked, arrived
+	ns.lastNaks, ns.lastMaxDel, ns.lastTerm = c.Naks, c.MaxDeliveries, c.Terminated
+	ns.win.push(point{at: atNs, waiting: float64(waiting)}, cur)
+	ns.win.trim(int64(t.cfg.Window))
+
+	w := ns.win.points()
+	_, first := ns.win.oldest()
+	last := &cur
+	span := spanSeconds(w)
+
+	id := c.NodeID
+	if id == "" {
+		id = c.Key.Consumer
+	}
+	*n = Node{
+		Key:      c.Key,
+		ID:       id,
+		Stream:   c.Key.Stream,
+		Consumer: c.Key.Consumer,
+		Group:    c.Group,
+
+		MessagesWaiting: satInt(waiting),
+		NumPending:      satInt(c.NumPending),
+		AckPending:      satInt(c.NumAckPending),
+		Redelivered:     satInt(c.NumRedelivered),
+		WaitingPulls:    satInt(c.NumWaiting),
+
+		DeliveryRate:      rate(first.delivered, last.delivered, span),
+		AckRate:           rate(first.acked, last.acked, span),
+		ArrivalRate:       rate(first.arrived, last.arrived, span),
+		LagGrowthRate:     lagSlope(w),
+		NakRate:           rate(first.naks, last.naks, span),
+		MaxDeliveriesRate: rate(first.maxDel, last.maxDel, span),
+		TerminatedRate:    rate(first.term, last.term, span),
+
+		Push:      c.Push,
+		PushBound: c.PushBound,
+		Paused:    c.Paused,
+	}
+
+	// Baselines learn only from rates that exist: a node's first sample
+	// has none, and a zero from it would drag the baseline down.
+	if span > 0 {
+		alpha := t.alpha(dt)
+		ns.ackBaseline = ewma(ns.ackBaseline, n.AckRate, alpha, ns.baselineSet)
+		ns.arrivalBaseline = ewma(ns.arrivalBaseline, n.ArrivalRate, alpha, ns.baselineSet)
+		ns.baselineSet = true
+	}
+	n.AckRateBaseline = ns.ackBaseline
+	n.ArrivalRateBaseline = ns.arrivalBaseline
+
+	if ss := t.streamOf(ns); ss != nil && ss.seen == t.tick {
+		n.PublishRate = ss.rate
+	}
+
+	progress := progressAt(c.LastAck, ns.ackRoseAt)
+	onset := stallOnset(progress, ns.observedSince)
+	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
+	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, ns.created, ns.observedSince)
+	if isStalled(n.MessagesWaiting, at, onset, ns.observedSince, t.cfg.StallAfter, t.cfg.WarmUp) {
+		n.Stalled = true
+		n.StallOnset = onset
+		n.StalledSeconds = nonNegSeconds(at.Sub(onset))
+	}
+	n.Lagging = isLagging(n.MessagesWaiting, n.LagGrowthRate, t.cfg.LaggingFloor, t.cfg.LaggingSlope)
+}
+
+// alpha is ewmaAlpha with the configured half-life, remembering the last
+// result: every node of a tick usually has the same dt.
+func (t *Tracker) alpha(dt time.Duration) float64 {
+	if dt != t.alphaDt {
+		t.alphaDt, t.alphaVal = dt, ewmaAlpha(dt, t.cfg.BaselineHalfLife)
+	}
+	return t.alphaVal
+}
+
+// streamOf returns the state of the node's stream, or nil if unknown.
+func (t *Tracker) streamOf(ns *nodeState) *streamState {
+	if ns.stream == nil || ns.stream.gone {
+		ns.stream = t.streams[ns.key.Stream]
+	}
+	return ns.stream
+}
+
+// addToGroup adds n to its group's accumulator. Slots persist across
+// updates and each node caches its own, so a steady node finds its group
+// without hashing.
+func (t *Tracker) addToGroup(ns *nodeState, n *Node) {
+	name := n.Group
+	if ns.groupName != name || ns.slot >= len(t.groups) || t.groups[ns.slot].name != name {
+		slot, ok := t.groupSlot[name]
+		if !ok {
+			if l := len(t.freeSlots); l > 0 {
+				slot = t.freeSlots[l-1]
+				t.freeSlots = t.freeSlots[:l-1]
+			} else {
+				slot = len(t.groups)
+				t.groups = append(t.groups, groupAcc{})
+			}
+			t.groups[slot] = groupAcc{name: name}
+			t.groupSlot[name] = slot
+		}
+		ns.groupName, ns.slot = name, slot
+	}
+	acc := &t.groups[ns.slot]
+	if acc.tick != t.tick {
+		acc.tick = t.tick
+		acc.g = Group{Name: acc.name}
+		acc.first, acc.last = time.Time{}, time.Time{}
+		t.active = append(t.active, ns.slot)
+	}
+	g := &acc.g
+	g.Size++
+	g.MessagesWaiting += n.MessagesWaiting
+	g.AckRate += n.AckRate
+	g.ArrivalRate += n.ArrivalRate
+	if n.Lagging {
+		g.Lagging++
+	}
+	if n.Stalled {
+		if g.Stalled == 0 || n.StallOnset.Before(acc.first) {
+			acc.first = n.StallOnset
+		}
+		if g.Stalled == 0 || n.StallOnset.After(acc.last) {
+			acc.last = n.StallOnset
+		}
+		g.Stalled++
+	}
+}
+
+// sweep classifies every tracked node that was not observed in this update:
+// unobserved (listed, or on an unreadable stream) or left.
+func (t *Tracker) sweep(s *Snapshot, st *State) {
+	for _, key := range s.Unobserved {
+		ns := t.nodes[key]
+		if ns == nil || ns.seen == t.tick || ns.unobserved == t.tick {
+			continue // never seen (ignored), observed after all, or listed twice
+		}
+		ns.unobserved = t.tick
+		ns.restart = true
+		st.Unobserved = append(st.Unobserved, key)
+	}
+	for i := 0; i < len(t.all); {
+		ns := t.all[i]
+		if ns.seen == t.tick || ns.unobserved == t.tick {
+			i++
+			continue
+		}
+		if _, ok := t.unobservedStreams[ns.key.Stream]; ok {
+			ns.unobserved = t.tick
+			ns.restart = true
+			st.Unobserved = append(st.Unobserved, ns.key)
+			i++
+			continue
+		}
+		st.Left = append(st.Left, ns.key)
+		ns.gone = true
+		delete(t.nodes, ns.key)
+		last := len(t.all) - 1
+		t.all[i] = t.all[last]
+		t.all[last] = nil
+		t.all = t.all[:last]
+	}
+	slices.SortFunc(st.Unobserved, compareKeys)
+	slices.SortFunc(st.Left, compareKeys)
+}
+
+// summarise fills the groups and the system from the nodes.
+func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
+	sys := &st.System
+	sys.Nodes = len(st.Nodes)
+	sys.PublishRate = pubRate
+	sys.Streams = nStreams
+	for i := range st.Nodes {
+		n := &st.Nodes[i]
+		sys.MessagesWaiting += n.MessagesWaiting
+		sys.AckRate += n.AckRate
+		if n.Lagging {
+			sys.LaggingNodes++
+		}
+		if n.Stalled {
+			sys.StalledNodes++
+		}
+	}
+	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.Nodes)
+	sys.StalledFraction = fraction(sys.StalledNodes, sys.Nodes)
+
+	if len(t.active) > 0 {
+		st.Groups = make([]Group, 0, len(t.active))
+	}
+	for _, slot := range t.active {
+		acc := &t.groups[slot]
+		g := acc.g
+		g.StalledFraction = fraction(g.Stalled, g.Size)
+		g.LaggingFraction = fraction(g.Lagging, g.Size)
+		if g.Stalled >= 2 {
+			g.StallSpread = acc.last.Sub(acc.first).Seconds()
+		}
+		g.OutsideNodes = sys.Nodes - g.Size
+		g.OutsideStalledFraction = fraction(sys.StalledNodes-g.Stalled, g.OutsideNodes)
+		st.Groups = append(st.Groups, g)
+	}
+	slices.SortFunc(st.Groups, func(a, b Group) int { return cmp.Compare(a.Name, b.Name) })
+	sys.Groups = len(st.Groups)
+
+	// Free the slots of groups that had no observed node, so group names
+	// that come and go do not pile up.
+	for slot := range t.groups {
+		acc := &t.groups[slot]
+		if acc.name == "" || acc.tick == t.tick {
+			continue
+		}
+		delete(t.groupSlot, acc.name)
+		*acc = groupAcc{}
+		t.freeSlots = append(t.freeSlots, slot)
+	}
+}

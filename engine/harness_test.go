@@ -1,0 +1,235 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/rulesets"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// world is one scenario: a real JetStream server, a stream, workers each on
+// their own connection, a publisher, the engine, and every event it emits.
+type world struct {
+	t    testing.TB
+	srv  *server.Server
+	opts *server.Options
+	url  string
+	js   jetstream.JetStream
+
+	mu      sync.Mutex
+	workers map[string]*testutil.Worker
+	events  []events.Envelope
+
+	eng    *engine.Engine
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+const stream = "ORDERS"
+
+func newWorld(t testing.TB) *world {
+	t.Helper()
+	opts := testutil.ServerOptions(t)
+	srv := testutil.StartServer(t, opts)
+	w := &world{t: t, srv: srv, opts: opts, url: srv.ClientURL(), workers: map[string]*testutil.Worker{}}
+	nc := testutil.Connect(t, w.url)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.js = js
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	sub := testutil.Connect(t, w.url)
+	if _, err := sub.Subscribe("happen.events.>", func(m *nats.Msg) {
+		var env events.Envelope
+		if err := json.Unmarshal(m.Data, &env); err != nil {
+			t.Errorf("event on %s is not an envelope: %v: %s", m.Subject, err, m.Data)
+			return
+		}
+		if m.Subject != "happen.events."+env.Type {
+			t.Errorf("event %s published on %s", env.Type, m.Subject)
+		}
+		w.mu.Lock()
+		w.events = append(w.events, env)
+		w.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sub.Flush()
+	return w
+}
+
+// addNode creates a durable consumer for node id in group and starts a
+// worker for it.
+func (w *world) addNode(id, group string) *testutil.Worker {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	md := map[string]string{"happen.group": group}
+	if _, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable: id, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "orders.>",
+		Metadata: md, AckWait: 30 * time.Second, MaxAckPending: 1000,
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+	wk := testutil.StartWorker(w.t, w.url, stream, id)
+	w.mu.Lock()
+	w.workers[id] = wk
+	w.mu.Unlock()
+	return wk
+}
+
+// startEngine runs the engine with the built-in rules (or set) at a 1s
+// interval, the default the targets are stated for.
+func (w *world) startEngine(set *rules.Set) {
+	w.t.Helper()
+	if set == nil {
+		set = defaultSet(w.t)
+	}
+	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if os.Getenv("HAPPEN_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	w.eng = engine.New(nc, set, engine.Config{Interval: time.Second, Logger: log, Instance: "test"})
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel, w.done = cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		if err := w.eng.Run(ctx); err != nil {
+			w.t.Errorf("engine run: %v", err)
+		}
+	}()
+	w.t.Cleanup(func() {
+		cancel()
+		<-w.done
+	})
+	// Ready once it has seen every node.
+	testutil.Eventually(w.t, 15*time.Second, func() bool {
+		return len(w.eng.Status().Nodes) >= len(w.workers)
+	}, "engine sees %d nodes", len(w.workers))
+}
+
+func defaultSet(t testing.TB) *rules.Set {
+	t.Helper()
+	rs, err := rules.Parse(rulesets.DefaultName, rulesets.Default, rules.LoadOptions{})
+	if err != nil {
+		t.Fatalf("built-in rules: %v", err)
+	}
+	set, err := rules.NewSet(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// ticks waits until the engine has completed n more ticks.
+func (w *world) ticks(n int) {
+	w.t.Helper()
+	start := w.eng.Status().At
+	testutil.Eventually(w.t, time.Duration(n+10)*2*time.Second, func() bool {
+		return w.eng.Status().At.Sub(start) >= time.Duration(n)*time.Second-100*time.Millisecond
+	}, "%d engine ticks", n)
+}
+
+func (w *world) all() []events.Envelope {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]events.Envelope(nil), w.events...)
+}
+
+func (w *world) ofType(typ string) []events.Envelope {
+	var out []events.Envelope
+	for _, e := range w.all() {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvents waits until at least n events of typ arrived, and returns them.
+func (w *world) waitEvents(typ string, n int, within time.Duration) []events.Envelope {
+	w.t.Helper()
+	testutil.Eventually(w.t, within, func() bool { return len(w.ofType(typ)) >= n },
+		"%d %s events; got: %s", n, typ, summary(w.all()))
+	return w.ofType(typ)
+}
+
+func summary(evs []events.Envelope) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "\n  %s %s", e.Type, e.Payload)
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+func nodeDowns(t testing.TB, evs []events.Envelope) []events.NodeDown {
+	t.Helper()
+	out := make([]events.NodeDown, len(evs))
+	for i := range evs {
+		if err := evs[i].Decode(&out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func ids(nd []events.NodeDown) []string {
+	out := make([]string, len(nd))
+	for i, d := range nd {
+		out[i] = d.NodeID
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (w *world) publish(rate int) *testutil.Publisher {
+	return testutil.StartPublisher(w.t, w.url, "orders", rate)
+}
+
+// burst publishes n messages at once and waits for the server to take them.
+func (w *world) burst(n int) {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		if _, err := w.js.PublishAsync(fmt.Sprintf("orders.b%d", i%10), []byte(`{}`)); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	select {
+	case <-w.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		w.t.Fatal("burst not acknowledged")
+	}
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

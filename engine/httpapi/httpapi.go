@@ -1,0 +1,77 @@
+// Package httpapi serves the engine's HTTP endpoints: /healthz for
+// orchestrators, /metrics for Prometheus and /api/status as JSON.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/happen-dev/happen/engine"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// StatusSource is the part of the engine the endpoints read.
+type StatusSource interface {
+	Health() (bool, string)
+	Status() *engine.Status
+}
+
+// Handler returns the mux for src with metrics from g.
+func Handler(src StatusSource, g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ok, why := src.Health()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "unhealthy: %s\n", why)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		if r.URL.Query().Has("pretty") {
+			enc.SetIndent("", "  ")
+		}
+		enc.Encode(src.Status())
+	})
+	return mux
+}
+
+// Serve listens on addr and serves h until ctx ends. The listener is opened
+// before Serve returns its first error, so a port in use fails at start.
+func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (net.Addr, <-chan error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("http listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		done <- err
+	}()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("http shutdown", "error", err)
+		}
+	}()
+	log.Info("http listening", "addr", ln.Addr().String(), "endpoints", "/healthz /metrics /api/status")
+	return ln.Addr(), done, nil
+}

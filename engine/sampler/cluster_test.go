@@ -1,0 +1,126 @@
+package sampler_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/happen-dev/happen/engine/sampler"
+	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// runCluster starts n JetStream servers routed together on loopback,
+// named s0..sn-1 and tagged node:s0..node:sn-1.
+func runCluster(t *testing.T, n int) []*server.Server {
+	t.Helper()
+	ports := make([]int, n)
+	routes := make([]*url.URL, n)
+	for i := range n {
+		ports[i] = testutil.FreePort(t)
+		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
+	}
+	servers := make([]*server.Server, n)
+	for i := range n {
+		opts := testutil.ServerOptions(t)
+		opts.ServerName = fmt.Sprintf("s%d", i)
+		opts.Tags = []string{"node:" + opts.ServerName}
+		opts.Cluster.Name = "happen"
+		opts.Cluster.Host = "127.0.0.1"
+		opts.Cluster.Port = ports[i]
+		opts.Routes = routes
+		servers[i] = testutil.StartServer(t, opts)
+	}
+	return servers
+}
+
+func TestCluster(t *testing.T) {
+	servers := runCluster(t, 3)
+	nc := testutil.Connect(t, servers[0].ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
+
+	var stream jetstream.Stream
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Replicas: 3, Storage: jetstream.MemoryStorage})
+		return err
+	})
+	_ = stream
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SOLO", Subjects: []string{"solo.>"}, Replicas: 1,
+		Storage: jetstream.MemoryStorage, Placement: &jetstream.Placement{Tags: []string{"node:s2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, "orders.new", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: fmt.Sprintf("w%d", i),
+			Metadata: map[string]string{"happen.node": fmt.Sprintf("orders-%d", i), "happen.group": fmt.Sprintf("zone-%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, "SOLO", jetstream.ConsumerConfig{Durable: "solo"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A clustered server gathers infos from the stream and consumer leaders
+	// for up to 4s itself.
+	s := sampler.New(nc, sampler.Config{Timeout: 10 * time.Second})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		snap, err := s.Sample(ctx)
+		if err != nil {
+			return err
+		}
+		if got := keys(snap); !slices.Equal(got, []string{"ORDERS/w0", "ORDERS/w1", "ORDERS/w2", "SOLO/solo"}) {
+			return fmt.Errorf("consumers %v", got)
+		}
+		for i := range 3 {
+			c, _ := find(snap, "ORDERS", fmt.Sprintf("w%d", i))
+			if c.NodeID != fmt.Sprintf("orders-%d", i) || c.Group != fmt.Sprintf("zone-%d", i) || c.NumPending != 3 {
+				return fmt.Errorf("w%d = %+v", i, c)
+			}
+		}
+		if len(snap.Streams) != 2 || len(snap.UnobservedStreams) != 0 {
+			return fmt.Errorf("streams %+v, unobserved %v", snap.Streams, snap.UnobservedStreams)
+		}
+		return nil
+	})
+
+	// The only server holding SOLO goes down: SOLO is unobserved, not gone,
+	// and the replicated stream is still read.
+	servers[2].Shutdown()
+	servers[2].WaitForShutdown()
+	testutil.CheckFor(t, 60*time.Second, func() error {
+		snap, err := s.Sample(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(snap.UnobservedStreams, []string{"SOLO"}) {
+			return fmt.Errorf("unobserved streams %v, want [SOLO]", snap.UnobservedStreams)
+		}
+		if got := keys(snap); !slices.Equal(got, []string{"ORDERS/w0", "ORDERS/w1", "ORDERS/w2"}) {
+			return fmt.Errorf("consumers %v", got)
+		}
+		if _, ok := findStream(snap, "SOLO"); ok {
+			return fmt.Errorf("offline SOLO sampled as a stream: %+v", snap.Streams)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,446 @@
+// Package sampler reads JetStream flow state for the engine's tick loop: one
+// Sample lists every stream the account can see and every consumer of each
+// stream, and turns them into a flow.Snapshot.
+//
+// Each tick costs one paged $JS.API.STREAM.LIST pass and one paged
+// $JS.API.CONSUMER.LIST.<stream> pass per stream (both return full infos,
+// 256 per page); there are no per-consumer requests. Consumer listings run
+// with bounded concurrency, each request under its own timeout, so one slow
+// or failing stream makes only that stream unobserved for the tick.
+//
+// A consumer is a node. Its id is the metadata value happen.node when set,
+// otherwise the consumer name; its group is happen.group when set, otherwise
+// empty. Both end up in NATS subjects, so a value that is empty, longer than
+// 128 bytes, not UTF-8, or contains whitespace, a control character, '.',
+// '*' or '>' is refused: the fallback is used and a warning is logged once
+// per consumer and value.
+//
+// Not every consumer is an application node. Skipped are:
+//   - consumers whose metadata happen.ignore is "true";
+//   - consumers on the internal streams behind KV buckets ("KV_...") and
+//     object stores ("OBJ_..."), such as KV watchers, unless they carry
+//     happen.node metadata. Such a stream is itself left out of
+//     Snapshot.Streams unless one of its consumers is a node, so bucket
+//     writes do not count as publishing.
+//
+// Start subscribes to the consumer advisories for max deliveries, naks and
+// terminated messages and counts them per consumer; the counts are
+// cumulative and appear in every ConsumerSample. A consumer's counts are
+// dropped once a successful listing shows it gone.
+package sampler
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Consumer metadata keys read by the sampler.
+const (
+	MetadataNode   = "happen.node"
+	MetadataGroup  = "happen.group"
+	MetadataIgnore = "happen.ignore"
+)
+
+// Config tunes a Sampler. The zero value is usable.
+type Config struct {
+	APIPrefix   string        // JetStream API subject prefix; default "$JS.API"
+	Timeout     time.Duration // per JetStream API request; default 2s
+	Concurrency int           // streams whose consumers are listed at once; default 8
+	Logger      *slog.Logger  // default: discard
+}
+
+// Sampler produces flow snapshots from a NATS connection. Sample calls are
+// serialised; Start, Stop and Sample may be called from any goroutine.
+type Sampler struct {
+	nc  *nats.Conn
+	cfg Config
+	log *slog.Logger
+
+	streamListSubj  string
+	consumerListPre string
+
+	adv *advisories
+
+	life    sync.Mutex // guards stop and done
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+
+	mu      sync.Mutex          // serialises Sample and guards what follows
+	warned  map[warnKey]string  // odd metadata already warned about, by consumer and key
+	failing map[string]struct{} // streams whose consumers could not be listed last time
+	streams streamPage          // reused stream list page
+	infos   []streamInfo        // reused stream list
+	missing []string            // reused missing stream names
+	body    []byte              // reused stream list request
+	workers []*worker           // reused per-worker buffers
+	results []streamResult      // reused per-stream results
+}
+
+// New returns a Sampler reading through nc. It does no I/O.
+func New(nc *nats.Conn, cfg Config) *Sampler {
+	if cfg.APIPrefix == "" {
+		cfg.APIPrefix = "$JS.API"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sampler{
+		nc:              nc,
+		cfg:             cfg,
+		log:             cfg.Logger,
+		streamListSubj:  cfg.APIPrefix + ".STREAM.LIST",
+		consumerListPre: cfg.APIPrefix + ".CONSUMER.LIST.",
+		adv:             newAdvisories(cfg.Logger),
+		warned:          map[warnKey]string{},
+		failing:         map[string]struct{}{},
+	}
+}
+
+// Start subscribes to consumer advisories. The subscriptions end when ctx
+// ends or Stop is called. It fails only if the subscriptions cannot be made;
+// while disconnected, the client makes them on reconnect.
+func (s *Sampler) Start(ctx context.Context) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.started {
+		return errors.New("sampler already started")
+	}
+	subs, err := s.adv.subscribe(s.nc)
+	if err != nil {
+		return err
+	}
+	if s.nc.IsConnected() {
+		// Servers publish advisories only while someone listens: make sure
+		// the interest is registered before Start returns.
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		if err := s.nc.FlushWithContext(fctx); err != nil {
+			s.log.Warn("advisory subscriptions not yet confirmed by the server", "error", err)
+		}
+		cancel()
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	s.stop, s.done, s.started = stop, done, true
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		for _, sub := range subs {
+			_ = sub.Unsubscribe() // fails only on a closed connection, where it is moot
+		}
+	}()
+	return nil
+}
+
+// Stop ends the advisory subscriptions and waits for them to be removed.
+// Stop without Start does nothing; Start may be called again afterwards.
+func (s *Sampler) Stop() {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if !s.started {
+		return
+	}
+	close(s.stop)
+	<-s.done
+	s.started = false
+}
+
+// stream outcomes of one tick
+const (
+	listed = iota // consumers listed completely
+	gone          // stream deleted since the stream list was read
+	failed        // consumers could not be listed: the stream is unobserved
+)
+
+type streamResult struct {
+	name       string
+	state      int
+	err        error
+	listedAt   time.Time // local time the consumer listing began
+	consumers  []flow.ConsumerSample
+	unobserved []flow.NodeKey
+	odd        []oddValue
+}
+
+// worker holds one listing goroutine's reusable buffers.
+type worker struct {
+	page    consumerPage
+	infos   []consumerInfo
+	missing []string
+	body    []byte
+}
+
+// Sample reads the state of every stream and consumer. It returns an error
+// only when the stream list cannot be read at all (not connected, timeout,
+// API error): the caller is blind for this tick. A stream whose consumers
+// cannot be listed in time, or all streams not yet listed when ctx ends,
+// are reported in Snapshot.UnobservedStreams instead.
+func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	start := time.Now()
+	if !s.nc.IsConnected() {
+		return flow.Snapshot{}, fmt.Errorf("list streams: not connected to NATS (connection %s)", s.nc.Status())
+	}
+	streams, missing, err := listAll(ctx, s, s.streamListSubj, &s.streams, streamName, s.infos[:0], s.missing[:0], &s.body)
+	s.infos, s.missing = streams[:0], missing[:0]
+	if err != nil {
+		return flow.Snapshot{}, fmt.Errorf("list streams: %w", err)
+	}
+
+	results := s.listConsumers(ctx, streams)
+
+	snap := flow.Snapshot{
+		At:                start,
+		Streams:           make([]flow.StreamSample, 0, len(streams)),
+		UnobservedStreams: slices.Clone(missing),
+	}
+	var odd []oddValue
+	n := 0
+	for i := range results {
+		n += len(results[i].consumers)
+	}
+	snap.Consumers = make([]flow.ConsumerSample, 0, n)
+	for i := range results {
+		r := &results[i]
+		si := &streams[i]
+		s.noteFailure(r)
+		switch r.state {
+		case gone:
+			continue
+		case failed:
+			snap.UnobservedStreams = append(snap.UnobservedStreams, r.name)
+		}
+		snap.Consumers = append(snap.Consumers, r.consumers...)
+		snap.Unobserved = append(snap.Unobserved, r.unobserved...)
+		odd = append(odd, r.odd...)
+		if isInternal(r.name) && len(r.consumers) == 0 {
+			continue
+		}
+		snap.Streams = append(snap.Streams, flow.StreamSample{
+			Name:    r.name,
+			At:      orNow(si.TimeStamp),
+			LastSeq: si.State.LastSeq,
+			Msgs:    si.State.Msgs,
+		})
+	}
+
+	s.warnOdd(odd)
+	v := view{start: start, results: results, missing: missing}
+	s.adv.prune(v.keepCounters)
+	s.pruneWarned(&v, odd)
+	s.pruneFailing(&v)
+	return snap, nil
+}
+
+// listConsumers lists the consumers of every stream with bounded
+// concurrency. results[i] belongs to streams[i].
+func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []streamResult {
+	if cap(s.results) < len(streams) {
+		s.results = append(s.results[:cap(s.results)], make([]streamResult, len(streams)-cap(s.results))...)
+	}
+	results := s.results[:len(streams)]
+	for i := range results {
+		r := &results[i]
+		*r = streamResult{
+			name:       streams[i].Config.Name,
+			consumers:  r.consumers[:0],
+			unobserved: r.unobserved[:0],
+			odd:        r.odd[:0],
+		}
+	}
+	nw := min(s.cfg.Concurrency, len(streams))
+	for len(s.workers) < nw {
+		s.workers = append(s.workers, &worker{})
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for _, w := range s.workers[:nw] {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(results) {
+					return
+				}
+				s.listStream(ctx, w, &results[i])
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// listStream lists the consumers of one stream into r.
+func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
+	r.listedAt = time.Now()
+	if err := ctx.Err(); err != nil {
+		r.state, r.err = failed, err
+		return
+	}
+	infos, missing, err := listAll(ctx, s, s.consumerListPre+r.name, &w.page, consumerName, w.infos[:0], w.missing[:0], &w.body)
+	w.infos, w.missing = infos[:0], missing[:0]
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound {
+			r.state = gone
+			return
+		}
+		r.state, r.err = failed, err
+		return
+	}
+	r.state = listed
+	for _, name := range missing {
+		r.unobserved = append(r.unobserved, flow.NodeKey{Stream: r.name, Consumer: name})
+	}
+	internal := isInternal(r.name)
+	for i := range infos {
+		ci := &infos[i]
+		md := ci.Config.Metadata
+		if md[MetadataIgnore] == "true" {
+			continue
+		}
+		nodeVal, hasNode := md[MetadataNode]
+		if internal && !hasNode {
+			continue
+		}
+		key := flow.NodeKey{Stream: r.name, Consumer: ci.Name}
+		id := ci.Name
+		if hasNode {
+			if why := invalidID(nodeVal); why == "" {
+				id = nodeVal
+			} else {
+				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataNode}, value: nodeVal, reason: why, fallback: ci.Name})
+			}
+		}
+		group := ""
+		if g, ok := md[MetadataGroup]; ok {
+			if why := invalidID(g); why == "" {
+				group = g
+			} else {
+				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: g, reason: why, fallback: ""})
+			}
+		}
+		r.consumers = append(r.consumers, flow.ConsumerSample{
+			Key:             key,
+			NodeID:          id,
+			Group:           group,
+			At:              orNow(ci.TimeStamp),
+			Created:         ci.Created,
+			NumPending:      ci.NumPending,
+			NumAckPending:   nonNeg(ci.NumAckPending),
+			NumRedelivered:  nonNeg(ci.NumRedelivered),
+			NumWaiting:      nonNeg(ci.NumWaiting),
+			Delivered:       ci.Delivered.Consumer,
+			DeliveredStream: ci.Delivered.Stream,
+			AckFloor:        ci.AckFloor.Consumer,
+			AckFloorStream:  ci.AckFloor.Stream,
+			LastDelivery:    ci.Delivered.Last,
+			LastAck:         ci.AckFloor.Last,
+			Push:            ci.Config.DeliverSubject != "",
+			PushBound:       ci.PushBound,
+			Paused:          ci.Paused,
+		})
+	}
+	// Sorted by consumer name, so the tick's bookkeeping can binary search.
+	slices.SortFunc(r.consumers, func(a, b flow.ConsumerSample) int { return cmp.Compare(a.Key.Consumer, b.Key.Consumer) })
+	s.adv.fill(r.consumers)
+}
+
+// noteFailure logs when a stream's consumers become unreadable and when
+// they are readable again, not on every tick in between.
+func (s *Sampler) noteFailure(r *streamResult) {
+	_, was := s.failing[r.name]
+	switch {
+	case r.state == failed && !was:
+		s.failing[r.name] = struct{}{}
+		s.log.Warn("cannot list consumers; the stream's nodes are unobserved", "stream", r.name, "error", r.err)
+	case r.state != failed && was:
+		delete(s.failing, r.name)
+		s.log.Info("consumers listed again", "stream", r.name)
+	}
+}
+
+func (s *Sampler) pruneFailing(v *view) {
+	for name := range s.failing {
+		if _, ok := v.result(name); !ok {
+			delete(s.failing, name)
+		}
+	}
+}
+
+// view answers, after a tick, what its listings proved about a consumer.
+type view struct {
+	start   time.Time
+	results []streamResult // sorted by stream name
+	missing []string       // sorted
+}
+
+func (v *view) result(stream string) (*streamResult, bool) {
+	i, ok := slices.BinarySearchFunc(v.results, stream, func(r streamResult, name string) int { return cmp.Compare(r.name, name) })
+	if !ok {
+		return nil, false
+	}
+	return &v.results[i], true
+}
+
+// conclusive reports whether this tick proved the consumer key present or
+// absent, and since when the proof holds.
+func (v *view) conclusive(key flow.NodeKey) (present bool, since time.Time, ok bool) {
+	r, found := v.result(key.Stream)
+	if !found {
+		if _, isMissing := slices.BinarySearch(v.missing, key.Stream); isMissing {
+			return false, time.Time{}, false
+		}
+		return false, v.start, true // the stream is gone
+	}
+	switch r.state {
+	case failed:
+		return false, time.Time{}, false
+	case gone:
+		return false, r.listedAt, true
+	}
+	_, present = slices.BinarySearchFunc(r.consumers, key.Consumer, func(c flow.ConsumerSample, name string) int { return cmp.Compare(c.Key.Consumer, name) })
+	return present, r.listedAt, true
+}
+
+// keepCounters keeps a node's advisory counters unless the tick proved it
+// absent. Counters touched after its listing began may belong to a consumer
+// created since, so they stay.
+func (v *view) keepCounters(key flow.NodeKey, touched time.Time) bool {
+	present, since, ok := v.conclusive(key)
+	return !ok || present || !touched.Before(since)
+}
+
+func orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+func nonNeg(n int64) uint64 {
+	if n < 0 {
+		return 0
+	}
+	return uint64(n)
+}

@@ -1,0 +1,255 @@
+package engine_test
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Each scenario runs the built-in rules at a 1s interval against a real
+// server, with every node a durable consumer worked on its own connection,
+// and checks exactly what was emitted: the pattern, the nodes, and nothing
+// else. Detection latencies are logged; docs/performance.md quotes them.
+
+func twoZones(t *testing.T) *world {
+	w := newWorld(t)
+	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
+		w.addNode(id, "eu")
+	}
+	for _, id := range []string{"us-1", "us-2", "us-3"} {
+		w.addNode(id, "us")
+	}
+	return w
+}
+
+func TestScenarioNodeFailureAndRecovery(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(5)
+	if evs := w.all(); len(evs) != 0 {
+		t.Fatalf("healthy flow emitted events: %s", summary(evs))
+	}
+
+	fault := time.Now()
+	w.workers["eu-2"].Kill()
+	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
+	t.Logf("node-failure detected %.1fs after the fault", time.Since(fault).Seconds())
+	d := nodeDowns(t, downs)[0]
+	if d.NodeID != "eu-2" || d.Pattern != "node-failure" || d.Rule != "node-failure" || d.Level != "critical" {
+		t.Fatalf("node.down = %+v", d)
+	}
+	if !reflect.DeepEqual(d.AffectedNodes, []string{"eu-2"}) || d.Group != "eu" || d.Stream != stream || d.Consumer != "eu-2" {
+		t.Fatalf("node.down = %+v", d)
+	}
+	if d.LagMetrics.MessagesWaiting <= 0 || d.LagMetrics.MessagesWaiting != d.LagMetrics.NumPending+d.LagMetrics.AckPending {
+		t.Fatalf("lagMetrics = %+v", d.LagMetrics)
+	}
+	if downs[0].Context.CorrelationID == "" || downs[0].Context.Sender != "happen-engine/test" || downs[0].Context.Timestamp == 0 {
+		t.Fatalf("context = %+v", downs[0].Context)
+	}
+
+	w.workers["eu-2"].Start()
+	ups := w.waitEvents(events.TypeNodeUp, 1, 20*time.Second)
+	var up events.NodeUp
+	if err := ups[0].Decode(&up); err != nil {
+		t.Fatal(err)
+	}
+	if up.NodeID != "eu-2" || up.Pattern != "node-failure" || up.DownSeconds <= 0 {
+		t.Fatalf("node.up = %+v", up)
+	}
+	if ups[0].Context.CorrelationID != downs[0].Context.CorrelationID || ups[0].Context.CausationID != downs[0].Context.ID {
+		t.Fatalf("node.up context %+v does not point at node.down %+v", ups[0].Context, downs[0].Context)
+	}
+	w.ticks(3)
+	if evs := w.all(); len(evs) != 2 {
+		t.Fatalf("want exactly node.down and node.up, got: %s", summary(evs))
+	}
+}
+
+func TestScenarioPartition(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(5)
+
+	fault := time.Now()
+	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
+		w.workers[id].Kill()
+	}
+	downs := w.waitEvents(events.TypeNodeDown, 3, 20*time.Second)
+	t.Logf("partition detected %.1fs after the cut", time.Since(fault).Seconds())
+	w.ticks(4)
+	downs = w.ofType(events.TypeNodeDown)
+	nd := nodeDowns(t, downs)
+	if got := ids(nd); !reflect.DeepEqual(got, []string{"eu-1", "eu-2", "eu-3"}) {
+		t.Fatalf("node.down for %v, want the eu group only: %s", got, summary(w.all()))
+	}
+	for i, d := range nd {
+		if d.Pattern != "partition" || d.Group != "eu" {
+			t.Fatalf("node.down %+v, want pattern partition", d)
+		}
+		if !reflect.DeepEqual(d.AffectedNodes, []string{"eu-1", "eu-2", "eu-3"}) {
+			t.Fatalf("affectedNodes = %v", d.AffectedNodes)
+		}
+		if downs[i].Context.CorrelationID != downs[0].Context.CorrelationID {
+			t.Fatal("node.down events of one partition have different correlationIds")
+		}
+	}
+	if n := len(w.all()); n != 3 {
+		t.Fatalf("want 3 events, got: %s", summary(w.all()))
+	}
+
+	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
+		w.workers[id].Start()
+	}
+	ups := w.waitEvents(events.TypeNodeUp, 3, 20*time.Second)
+	for _, u := range ups {
+		if u.Context.CorrelationID != downs[0].Context.CorrelationID {
+			t.Fatal("node.up does not carry the partition's correlationId")
+		}
+	}
+}
+
+func TestScenarioBottleneck(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(5)
+
+	// eu-1 still consumes, at 10/s against 20/s arriving.
+	fault := time.Now()
+	w.workers["eu-1"].Slow(100 * time.Millisecond)
+	downs := w.waitEvents(events.TypeNodeDown, 1, 45*time.Second)
+	t.Logf("bottleneck detected %.1fs after the slowdown began", time.Since(fault).Seconds())
+	d := nodeDowns(t, downs)[0]
+	if d.NodeID != "eu-1" || d.Pattern != "bottleneck" || d.Level != "warning" {
+		t.Fatalf("node.down = %+v; all: %s", d, summary(w.all()))
+	}
+	if d.LagMetrics.AckRate <= 0 || d.LagMetrics.LagGrowthRate <= 0 {
+		t.Fatalf("a bottleneck consumes and lags: %+v", d.LagMetrics)
+	}
+	w.ticks(3)
+	if n := len(w.all()); n != 1 {
+		t.Fatalf("want only the bottleneck, got: %s", summary(w.all()))
+	}
+}
+
+func TestScenarioOverload(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	for _, wk := range w.workers {
+		wk.Slow(25 * time.Millisecond) // each node handles about 40/s
+	}
+	p := w.publish(15)
+	w.startEngine(nil)
+	w.ticks(8) // let the publish-rate baseline settle
+
+	fault := time.Now()
+	p.Rate.Store(90)
+	sys := w.waitEvents(events.TypeSystemDown, 1, 30*time.Second)
+	t.Logf("overload detected %.1fs after publishing rose", time.Since(fault).Seconds())
+	var sd events.SystemDown
+	if err := sys[0].Decode(&sd); err != nil {
+		t.Fatal(err)
+	}
+	if sd.Pattern != "overload" || sd.Rule != "system-overload" || sd.Level != "warning" {
+		t.Fatalf("system.down = %+v", sd)
+	}
+	if sd.Metrics.Nodes != 6 || sd.Metrics.LaggingFraction < 0.5 || sd.Metrics.PublishRate <= sd.Metrics.PublishRateBaseline {
+		t.Fatalf("metrics = %+v", sd.Metrics)
+	}
+	if len(sd.AffectedNodes) < 3 {
+		t.Fatalf("affectedNodes = %v", sd.AffectedNodes)
+	}
+	w.ticks(5)
+	if evs := w.all(); len(evs) != 1 {
+		t.Fatalf("want one system.down and no node.down, got: %s", summary(evs))
+	}
+}
+
+func TestScenarioQuietThingsStayQuiet(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// An idle stream with a worked consumer and one nobody works: no work,
+	// so nothing is wrong with either.
+	if _, err := w.js.CreateStream(ctx, jetstream.StreamConfig{Name: "IDLE", Subjects: []string{"idle.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"idle-worked", "idle-unworked"} {
+		if _, err := w.js.CreateOrUpdateConsumer(ctx, "IDLE", jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.publish(10)
+	w.startEngine(nil)
+	w.ticks(4)
+	// A short burst the nodes absorb.
+	w.burst(400)
+	w.ticks(15)
+	if evs := w.all(); len(evs) != 0 {
+		t.Fatalf("quiet scenario emitted: %s", summary(evs))
+	}
+}
+
+func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(5)
+
+	w.srv = testutil.RestartServer(t, w.srv, w.opts)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		ok, _ := w.eng.Health()
+		return ok
+	}, "engine healthy again after the restart")
+	w.ticks(12)
+	if downs := w.ofType(events.TypeNodeDown); len(downs) != 0 {
+		t.Fatalf("a server restart raised node.down: %s", summary(downs))
+	}
+}
+
+func TestScenarioDeletedConsumerLeavesWithoutAlert(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(4)
+
+	w.workers["us-3"].Kill()
+	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.js.DeleteConsumer(ctx, stream, "us-3"); err != nil {
+		t.Fatal(err)
+	}
+	ups := w.waitEvents(events.TypeNodeUp, 1, 10*time.Second)
+	var up events.NodeUp
+	ups[0].Decode(&up)
+	if up.NodeID != "us-3" || up.Reason != events.ReasonLeft || ups[0].Context.CorrelationID != downs[0].Context.CorrelationID {
+		t.Fatalf("node.up = %+v", up)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		for _, n := range w.eng.Status().Nodes {
+			if n.ID == "us-3" {
+				return false
+			}
+		}
+		return true
+	}, "deleted node leaves /api/status")
+	w.ticks(3)
+	if n := len(w.all()); n != 2 {
+		t.Fatalf("want node.down then node.up only: %s", summary(w.all()))
+	}
+}

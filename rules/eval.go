@@ -1,0 +1,514 @@
+package rules
+
+import (
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nuid"
+)
+
+// Kind is what happened to an incident.
+type Kind int
+
+const (
+	// Fire opens an incident: emit the rule's down event.
+	Fire Kind = iota + 1
+	// Resolve ends one: emit the matching up event.
+	Resolve
+)
+
+func (k Kind) String() string {
+	if k == Fire {
+		return "fire"
+	}
+	return "resolve"
+}
+
+// Incident is one firing of one rule for one subject (a node, a group or
+// the system). Its ID is the correlationId of every event it raises.
+type Incident struct {
+	ID      string
+	Rule    *Rule
+	Subject string // node key, group name, or "" for the system
+	Since   time.Time
+	// Nodes are the nodes it holds down: the node itself, the group's
+	// members, or the lagging and stalled nodes of the system.
+	Nodes []flow.NodeKey
+}
+
+// Transition is one event to emit. A group incident fires one transition
+// per node, all sharing the Incident.
+type Transition struct {
+	Kind     Kind
+	Incident *Incident
+	// Node is set for node.down / node.up; zero for system events.
+	Node   flow.NodeKey
+	Reason string // on Resolve: one of events.Reason*
+	At     time.Time
+}
+
+type state int
+
+const (
+	pending state = iota + 1
+	firing
+)
+
+type alertKey struct {
+	rule  string // fingerprint, so an edited rule starts afresh
+	node  flow.NodeKey
+	group string
+}
+
+func (k alertKey) subject() string {
+	switch {
+	case k.node != flow.NodeKey{}:
+		return k.node.String()
+	case k.group != "":
+		return k.group
+	}
+	return ""
+}
+
+type alert struct {
+	rule      *Rule
+	key       alertKey
+	state     state
+	activeAt  time.Time // when its condition began to hold
+	clearedAt time.Time // when a firing alert's condition cleared; zero while it holds
+	incident  *Incident
+	seen      uint64 // tick of its last evaluation
+}
+
+// Evaluator runs a Set every tick: the Prometheus alert state machine
+// (inactive → pending for `for` → firing → resolved), with a resolve
+// expression for hysteresis, keepFiringFor against flapping, cooldown, and
+// precedence so that a node carries at most one active down.
+//
+// An Evaluator is used from one goroutine.
+type Evaluator struct {
+	set       *Set
+	alerts    map[alertKey]*alert
+	cooldowns map[alertKey]time.Time // when the last incident of a key ended
+	tick      uint64
+
+	m       vm.VM
+	nodeEnv NodeEnv
+	grpEnv  GroupEnv
+	sysEnv  SystemEnv
+
+	// per tick
+	claims  []int8 // by node index: 0 free, 1 pending claim, 2 firing claim
+	members map[string][]int
+	out     []Transition
+
+	newID   func() string
+	onError func(r *Rule, subject string, err error)
+}
+
+// EvalOption configures an Evaluator.
+type EvalOption func(*Evaluator)
+
+// WithIDs sets how incident ids are made (default: NUIDs).
+func WithIDs(f func() string) EvalOption { return func(e *Evaluator) { e.newID = f } }
+
+// OnError receives expression run-time errors. The alert concerned keeps
+// its state: a rule that cannot be evaluated neither fires nor resolves.
+func OnError(f func(r *Rule, subject string, err error)) EvalOption {
+	return func(e *Evaluator) { e.onError = f }
+}
+
+// NewEvaluator returns an evaluator for set.
+func NewEvaluator(set *Set, opts ...EvalOption) *Evaluator {
+	e := &Evaluator{
+		set:       set,
+		alerts:    map[alertKey]*alert{},
+		cooldowns: map[alertKey]time.Time{},
+		members:   map[string][]int{},
+		newID:     nuid.Next,
+		onError:   func(*Rule, string, error) {},
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Set is the rule set in force.
+func (e *Evaluator) Set() *Set { return e.set }
+
+// Swap replaces the rule set. Alerts of rules whose Fingerprint is unchanged
+// carry over, firing incidents included; incidents of rules removed or
+// changed end, and the returned transitions say so.
+func (e *Evaluator) Swap(set *Set, now time.Time) []Transition {
+	keep := make(map[string]*Rule, len(set.Rules))
+	for _, r := range set.Rules {
+		keep[r.Fingerprint] = r
+	}
+	var out []Transition
+	for k, a := range e.alerts {
+		if r, ok := keep[k.rule]; ok {
+			a.rule = r
+			if a.incident != nil {
+				a.incident.Rule = r
+			}
+			continue
+		}
+		if a.state == firing {
+			out = e.resolve(out, a, now, events.ReasonRemoved)
+		}
+		delete(e.alerts, k)
+	}
+	for k := range e.cooldowns {
+		if _, ok := keep[k.rule]; !ok {
+			delete(e.cooldowns, k)
+		}
+	}
+	e.set = set
+	return out
+}
+
+// Active returns the open incidents, for status pages.
+func (e *Evaluator) Active() []*Incident {
+	var out []*Incident
+	for _, a := range e.alerts {
+		if a.state == firing {
+			out = append(out, a.incident)
+		}
+	}
+	return out
+}
+
+// Eval evaluates every rule against st at time now and returns what to emit.
+// The returned slice is reused by the next call.
+func (e *Evaluator) Eval(now time.Time, st *flow.State) []Transition {
+	e.tick++
+	e.out = e.out[:0]
+	// Nodes that left end their part first, so what remains is judged on
+	// the nodes still there.
+	e.leave(now, st.Left)
+	e.prepare(st)
+	for _, r := range e.set.Rules {
+		switch r.Scope {
+		case ScopeNode:
+			e.evalNodes(now, st, r)
+		case ScopeGroup:
+			e.evalGroups(now, st, r)
+		case ScopeSystem:
+			e.evalSystem(now, st, r)
+		}
+	}
+	e.sweep()
+	for k, t := range e.cooldowns {
+		if r := e.ruleByFingerprint(k.rule); r == nil || now.Sub(t) >= r.Cooldown {
+			delete(e.cooldowns, k)
+		}
+	}
+	return e.out
+}
+
+func (e *Evaluator) prepare(st *flow.State) {
+	if cap(e.claims) < len(st.Nodes) {
+		e.claims = make([]int8, len(st.Nodes))
+	}
+	e.claims = e.claims[:len(st.Nodes)]
+	clear(e.claims)
+	for g, idx := range e.members {
+		e.members[g] = idx[:0]
+	}
+	for i := range st.Nodes {
+		if g := st.Nodes[i].Group; g != "" {
+			e.members[g] = append(e.members[g], i)
+		}
+	}
+	for g, idx := range e.members {
+		if len(idx) == 0 {
+			delete(e.members, g)
+		}
+	}
+}
+
+func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
+	env := &e.nodeEnv
+	env.System = &st.System
+	for i := range st.Nodes {
+		n := &st.Nodes[i]
+		env.Node, env.Group = n, st.GroupOf(n)
+		key := alertKey{rule: r.Fingerprint, node: n.Key}
+		a := e.alerts[key]
+		when, err := r.Match(&e.m, env)
+		if err != nil {
+			e.onError(r, key.subject(), err)
+			if a != nil {
+				a.seen = e.tick
+				e.claim(a, i)
+			}
+			continue
+		}
+		if a == nil && !when {
+			continue
+		}
+		if a == nil {
+			a = &alert{rule: r, key: key}
+			e.alerts[key] = a
+		}
+		a.seen = e.tick
+		claimed := e.claims[i]
+		if a.state == firing && claimed == 2 {
+			// A rule that outranks this one now holds the node.
+			e.out = e.resolve(e.out, a, now, events.ReasonSuperseded)
+			delete(e.alerts, key)
+			continue
+		}
+		nodes := func() []flow.NodeKey { return []flow.NodeKey{n.Key} }
+		if !e.step(now, a, when, env, claimed != 0, nodes) {
+			continue
+		}
+		e.claim(a, i)
+	}
+}
+
+func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
+	env := &e.grpEnv
+	env.System = &st.System
+	for gi := range st.Groups {
+		g := &st.Groups[gi]
+		idx := e.members[g.Name]
+		env.Group = g
+		key := alertKey{rule: r.Fingerprint, group: g.Name}
+		a := e.alerts[key]
+		when, err := r.Match(&e.m, env)
+		if err != nil {
+			e.onError(r, key.subject(), err)
+			if a != nil {
+				a.seen = e.tick
+				e.claimAll(a, idx)
+			}
+			continue
+		}
+		if a == nil && !when {
+			continue
+		}
+		if a == nil {
+			a = &alert{rule: r, key: key}
+			e.alerts[key] = a
+		}
+		a.seen = e.tick
+		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
+		if !e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
+			continue
+		}
+		e.claimAll(a, idx)
+	}
+}
+
+func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
+	env := &e.sysEnv
+	env.System = &st.System
+	key := alertKey{rule: r.Fingerprint}
+	a := e.alerts[key]
+	when, err := r.Match(&e.m, env)
+	if err != nil {
+		e.onError(r, "system", err)
+		if a != nil {
+			a.seen = e.tick
+		}
+		return
+	}
+	if a == nil && !when {
+		return
+	}
+	if a == nil {
+		a = &alert{rule: r, key: key}
+		e.alerts[key] = a
+	}
+	a.seen = e.tick
+	var idx []int
+	for i := range st.Nodes {
+		if st.Nodes[i].Lagging || st.Nodes[i].Stalled {
+			idx = append(idx, i)
+		}
+	}
+	nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
+	blocked := len(idx) > 0 && allClaimed(e.claims, idx)
+	if e.step(now, a, when, env, blocked, nodes) {
+		e.claimAll(a, idx)
+	}
+}
+
+// step advances one alert. blocked means a rule that outranks it holds every
+// node it would hold. It reports whether the alert is still active (pending
+// or firing) and so claims its nodes.
+func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bool, nodes func() []flow.NodeKey) bool {
+	r := a.rule
+	switch a.state {
+	case 0, pending:
+		if !when {
+			delete(e.alerts, a.key)
+			return false
+		}
+		if a.state == 0 {
+			a.state, a.activeAt = pending, now
+		}
+		if now.Sub(a.activeAt) < r.For || blocked {
+			return true
+		}
+		if ended, ok := e.cooldowns[a.key]; ok && now.Sub(ended) < r.Cooldown {
+			return true
+		}
+		keys := nodes()
+		if len(keys) == 0 && r.Scope != ScopeSystem {
+			return true
+		}
+		a.state = firing
+		a.clearedAt = time.Time{}
+		a.incident = &Incident{ID: e.newID(), Rule: r, Subject: a.key.subject(), Since: now, Nodes: keys}
+		e.out = e.fire(e.out, a, now)
+		return true
+	case firing:
+		cleared, err := r.Cleared(&e.m, env, when)
+		if err != nil {
+			e.onError(r, a.key.subject(), err)
+			return true
+		}
+		if !cleared {
+			a.clearedAt = time.Time{}
+			return true
+		}
+		if a.clearedAt.IsZero() {
+			a.clearedAt = now
+		}
+		if now.Sub(a.clearedAt) < r.KeepFiringFor {
+			return true
+		}
+		e.out = e.resolve(e.out, a, now, events.ReasonCleared)
+		delete(e.alerts, a.key)
+		return false
+	}
+	return false
+}
+
+func (e *Evaluator) fire(out []Transition, a *alert, now time.Time) []Transition {
+	inc := a.incident
+	if inc.Rule.Emit == events.TypeSystemDown {
+		return append(out, Transition{Kind: Fire, Incident: inc, At: now})
+	}
+	for _, k := range inc.Nodes {
+		out = append(out, Transition{Kind: Fire, Incident: inc, Node: k, At: now})
+	}
+	return out
+}
+
+func (e *Evaluator) resolve(out []Transition, a *alert, now time.Time, reason string) []Transition {
+	inc := a.incident
+	if inc == nil {
+		return out
+	}
+	e.cooldowns[a.key] = now
+	a.incident = nil
+	if inc.Rule.Emit == events.TypeSystemDown {
+		return append(out, Transition{Kind: Resolve, Incident: inc, Reason: reason, At: now})
+	}
+	for _, k := range inc.Nodes {
+		out = append(out, Transition{Kind: Resolve, Incident: inc, Node: k, Reason: reason, At: now})
+	}
+	return out
+}
+
+// sweep handles alerts not evaluated this tick: their subject is unobserved
+// or gone. A pending alert starts over (its condition was not seen to hold
+// throughout); a firing one is frozen as it is.
+func (e *Evaluator) sweep() {
+	for key, a := range e.alerts {
+		if a.seen != e.tick && a.state == pending {
+			delete(e.alerts, key)
+		}
+	}
+}
+
+// Leave ends the part that nodes which left (consumer or stream deleted)
+// play in open incidents, without evaluating anything else: for ticks where
+// the engine holds incidents steady.
+func (e *Evaluator) Leave(now time.Time, left []flow.NodeKey) []Transition {
+	e.out = e.out[:0]
+	e.leave(now, left)
+	return e.out
+}
+
+func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
+	if len(gone) == 0 {
+		return
+	}
+	left := make(map[flow.NodeKey]bool, len(gone))
+	for _, k := range gone {
+		left[k] = true
+	}
+	for key, a := range e.alerts {
+		inc := a.incident
+		if inc == nil {
+			continue
+		}
+		kept := make([]flow.NodeKey, 0, len(inc.Nodes))
+		for _, k := range inc.Nodes {
+			if !left[k] {
+				kept = append(kept, k)
+			} else if inc.Rule.Emit != events.TypeSystemDown {
+				e.out = append(e.out, Transition{Kind: Resolve, Incident: inc, Node: k, Reason: events.ReasonLeft, At: now})
+			}
+		}
+		if len(kept) == len(inc.Nodes) {
+			continue
+		}
+		inc.Nodes = kept
+		if len(kept) == 0 && inc.Rule.Emit != events.TypeSystemDown {
+			e.cooldowns[key] = now
+			delete(e.alerts, key)
+		}
+	}
+}
+
+func (e *Evaluator) claim(a *alert, i int) {
+	if e.claims[i] != 0 {
+		return
+	}
+	e.claims[i] = 1
+	if a.state == firing {
+		e.claims[i] = 2
+	}
+}
+
+func (e *Evaluator) claimAll(a *alert, idx []int) {
+	for _, i := range idx {
+		e.claim(a, i)
+	}
+}
+
+func (e *Evaluator) unclaimed(st *flow.State, idx []int) []flow.NodeKey {
+	keys := make([]flow.NodeKey, 0, len(idx))
+	for _, i := range idx {
+		if e.claims[i] == 0 {
+			keys = append(keys, st.Nodes[i].Key)
+		}
+	}
+	return keys
+}
+
+func allClaimed(claims []int8, idx []int) bool {
+	for _, i := range idx {
+		if claims[i] == 0 {
+			return false
+		}
+	}
+	return len(idx) > 0
+}
+
+func (e *Evaluator) ruleByFingerprint(fp string) *Rule {
+	for _, r := range e.set.Rules {
+		if r.Fingerprint == fp {
+			return r
+		}
+	}
+	return nil
+}

@@ -1,0 +1,362 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/sdk/events"
+)
+
+func mustSet(t *testing.T, yaml string) *Set {
+	t.Helper()
+	rs, err := Parse("test.yaml", []byte(yaml), LoadOptions{})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	set, err := NewSet(rs)
+	if err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	return set
+}
+
+func seqIDs() EvalOption {
+	n := 0
+	return WithIDs(func() string { n++; return fmt.Sprintf("inc-%d", n) })
+}
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+
+type nodeSpec struct {
+	id      string
+	group   string
+	waiting int
+	stalled bool
+	lagging bool
+}
+
+func flowState(nodes ...nodeSpec) *flow.State {
+	st := &flow.State{}
+	groups := map[string]*flow.Group{}
+	var order []string
+	for _, n := range nodes {
+		st.Nodes = append(st.Nodes, flow.Node{
+			Key: flow.NodeKey{Stream: "S", Consumer: n.id}, ID: n.id, Stream: "S", Consumer: n.id,
+			Group: n.group, MessagesWaiting: n.waiting, Stalled: n.stalled, Lagging: n.lagging,
+		})
+		st.System.Nodes++
+		if n.stalled {
+			st.System.StalledNodes++
+		}
+		if n.lagging {
+			st.System.LaggingNodes++
+		}
+		if n.group == "" {
+			continue
+		}
+		g := groups[n.group]
+		if g == nil {
+			g = &flow.Group{Name: n.group}
+			groups[n.group] = g
+			order = append(order, n.group)
+		}
+		g.Size++
+		if n.stalled {
+			g.Stalled++
+		}
+	}
+	for _, name := range order {
+		g := groups[name]
+		g.StalledFraction = float64(g.Stalled) / float64(g.Size)
+		st.Groups = append(st.Groups, *g)
+	}
+	if st.System.Nodes > 0 {
+		st.System.LaggingFraction = float64(st.System.LaggingNodes) / float64(st.System.Nodes)
+		st.System.StalledFraction = float64(st.System.StalledNodes) / float64(st.System.Nodes)
+	}
+	return st
+}
+
+// transitions renders them compactly: "fire rule node", "resolve rule node reason".
+func transitions(trs []Transition) string {
+	var parts []string
+	for _, tr := range trs {
+		s := tr.Kind.String() + " " + tr.Incident.Rule.Name
+		if tr.Node.Consumer != "" {
+			s += " " + tr.Node.Consumer
+		}
+		if tr.Reason != "" {
+			s += " " + tr.Reason
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+const lagRule = `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 10
+    for: 3s
+    pattern: lag
+`
+
+// 1. An alert fires only after its condition held for `for`, once.
+func TestEvalPendingThenFiring(t *testing.T) {
+	e := NewEvaluator(mustSet(t, lagRule), seqIDs())
+	steps := []struct {
+		at      int
+		waiting int
+		want    string
+	}{
+		{0, 50, ""},              // pending
+		{2, 50, ""},              // still pending
+		{3, 50, "fire lag n1"},   // held 3s
+		{4, 50, ""},              // firing, nothing new
+		{5, 0, "resolve lag n1"}, // cleared, no keepFiringFor
+		{6, 50, ""},              // pending again
+	}
+	for _, s := range steps {
+		got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting})))
+		if got != s.want {
+			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+		}
+	}
+}
+
+// 2. A condition that drops during `for` starts over.
+func TestEvalPendingResets(t *testing.T) {
+	e := NewEvaluator(mustSet(t, lagRule))
+	for _, s := range []struct {
+		at, waiting int
+		want        string
+	}{{0, 50, ""}, {2, 0, ""}, {3, 50, ""}, {5, 50, ""}, {6, 50, "fire lag n1"}} {
+		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
+			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+		}
+	}
+}
+
+// 3. resolve gives hysteresis and keepFiringFor holds before resolving.
+func TestEvalResolveAndKeepFiring(t *testing.T) {
+	set := mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 100
+    resolve: node.messagesWaiting < 10
+    keepFiringFor: 2s
+    pattern: lag
+`)
+	e := NewEvaluator(set)
+	for _, s := range []struct {
+		at, waiting int
+		want        string
+	}{
+		{0, 200, "fire lag n1"},
+		{1, 50, ""}, // when false, resolve false: still firing
+		{2, 5, ""},  // cleared, held
+		{3, 50, ""}, // not cleared any more: the hold restarts
+		{4, 5, ""},  // cleared again
+		{5, 5, ""},  // 1s of 2s
+		{6, 5, "resolve lag n1"},
+	} {
+		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
+			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+		}
+	}
+}
+
+// 4. cooldown: no second firing for the same node within it of the last end.
+func TestEvalCooldown(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 10
+    cooldown: 10s
+    pattern: lag
+`))
+	for _, s := range []struct {
+		at, waiting int
+		want        string
+	}{
+		{0, 50, "fire lag n1"},
+		{1, 0, "resolve lag n1"},
+		{2, 50, ""},  // cooling down
+		{10, 50, ""}, // 9s after the end
+		{11, 50, "fire lag n1"},
+	} {
+		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
+			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+		}
+	}
+}
+
+const precedence = `
+version: 1
+name: t
+rules:
+  - name: low
+    when: node.messagesWaiting > 10
+    pattern: low
+    priority: 1
+  - name: high
+    when: node.stalled
+    for: 2s
+    pattern: high
+    priority: 5
+`
+
+// 5. A higher-priority rule pending on a node holds a lower one back, and
+// one that fires takes over a node a lower one holds.
+func TestEvalPrecedence(t *testing.T) {
+	e := NewEvaluator(mustSet(t, precedence))
+	// high pending from t=0: low must not fire although it holds at once.
+	if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50, stalled: true}))); got != "" {
+		t.Fatalf("t=0: %q", got)
+	}
+	if got := transitions(e.Eval(at(2), flowState(nodeSpec{id: "n1", waiting: 50, stalled: true}))); got != "fire high n1" {
+		t.Fatalf("t=2: %q", got)
+	}
+
+	e = NewEvaluator(mustSet(t, precedence))
+	if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "fire low n1" {
+		t.Fatalf("low alone: %q", got)
+	}
+	e.Eval(at(1), flowState(nodeSpec{id: "n1", waiting: 50, stalled: true}))
+	got := transitions(e.Eval(at(3), flowState(nodeSpec{id: "n1", waiting: 50, stalled: true})))
+	if got != "fire high n1; resolve low n1 superseded" {
+		t.Fatalf("takeover: %q", got)
+	}
+}
+
+const groupRule = `
+version: 1
+name: t
+rules:
+  - name: part
+    scope: group
+    when: group.size >= 2 && group.stalledFraction >= 0.75
+    pattern: partition
+    priority: 10
+  - name: fail
+    when: node.stalled
+    pattern: node-failure
+`
+
+// 6. A group rule downs every member under one incident; the members are
+// not also reported by a lower rule; a member that leaves ends its part.
+func TestEvalGroupIncident(t *testing.T) {
+	e := NewEvaluator(mustSet(t, groupRule), seqIDs())
+	st := flowState(
+		nodeSpec{id: "a1", group: "a", stalled: true, waiting: 5},
+		nodeSpec{id: "a2", group: "a", stalled: true, waiting: 5},
+		nodeSpec{id: "b1", group: "b", waiting: 0},
+	)
+	trs := e.Eval(at(0), st)
+	if got := transitions(trs); got != "fire part a1; fire part a2" {
+		t.Fatalf("got %q", got)
+	}
+	if trs[0].Incident != trs[1].Incident || trs[0].Incident.ID != "inc-1" {
+		t.Fatal("members of one partition must share one incident")
+	}
+	st2 := flowState(nodeSpec{id: "a1", group: "a", stalled: true, waiting: 5}, nodeSpec{id: "b1", group: "b"})
+	st2.Left = []flow.NodeKey{{Stream: "S", Consumer: "a2"}}
+	// a1 alone: group size 1 < 2, so the partition clears and a1 ends too.
+	if got := transitions(e.Eval(at(1), st2)); got != "resolve part a2 left; resolve part a1; fire fail a1" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// 7. A system rule fires once, holding the lagging and stalled nodes.
+func TestEvalSystemIncident(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: overload
+    scope: system
+    when: system.laggingFraction >= 0.5
+    pattern: overload
+    priority: 10
+  - name: lag
+    when: node.lagging
+    pattern: bottleneck
+`))
+	st := flowState(nodeSpec{id: "n1", lagging: true}, nodeSpec{id: "n2", lagging: true}, nodeSpec{id: "n3"})
+	trs := e.Eval(at(0), st)
+	if got := transitions(trs); got != "fire overload" {
+		t.Fatalf("got %q", got)
+	}
+	if n := trs[0].Incident.Nodes; len(n) != 2 || n[0].Consumer != "n1" || n[1].Consumer != "n2" {
+		t.Fatalf("nodes = %v", n)
+	}
+	if trs[0].Incident.Rule.Emit != events.TypeSystemDown {
+		t.Fatal("system rules emit system.down")
+	}
+}
+
+// 8. Reload: an unchanged rule keeps its incident; a removed one ends it.
+func TestEvalSwap(t *testing.T) {
+	set := mustSet(t, lagRule)
+	e := NewEvaluator(set)
+	e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50}))
+	if got := transitions(e.Eval(at(3), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "fire lag n1" {
+		t.Fatalf("got %q", got)
+	}
+	if trs := e.Swap(mustSet(t, lagRule), at(4)); len(trs) != 0 {
+		t.Fatalf("unchanged rule: %s", transitions(trs))
+	}
+	if got := transitions(e.Eval(at(5), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "" {
+		t.Fatalf("incident survived the reload, nothing new expected: %q", got)
+	}
+	changed := mustSet(t, strings.Replace(lagRule, "> 10", "> 20", 1))
+	if got := transitions(e.Swap(changed, at(6))); got != "resolve lag n1 rule-removed" {
+		t.Fatalf("changed rule: %q", got)
+	}
+}
+
+// 9. An unobserved node is neither down nor recovered: its incident is
+// frozen, and a pending alert starts over.
+func TestEvalUnobservedFreezes(t *testing.T) {
+	e := NewEvaluator(mustSet(t, lagRule))
+	e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2", waiting: 50}))
+	if got := transitions(e.Eval(at(3), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "fire lag n1" {
+		t.Fatalf("got %q", got) // n2 unobserved at t=3: its pending alert is dropped
+	}
+	st := flowState(nodeSpec{id: "n2", waiting: 50})
+	st.Unobserved = []flow.NodeKey{{Stream: "S", Consumer: "n1"}}
+	if got := transitions(e.Eval(at(4), st)); got != "" {
+		t.Fatalf("unobserved: %q", got)
+	}
+	if got := transitions(e.Eval(at(7), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2", waiting: 50}))); got != "fire lag n2" {
+		t.Fatalf("n2 needs its full `for` again: %q", got)
+	}
+}
+
+// 10. A rule that fails at run time changes nothing and reports the error.
+func TestEvalRuntimeError(t *testing.T) {
+	var errs []string
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: div
+    when: node.id != "" && int(node.id) > 0
+    pattern: odd
+`), OnError(func(r *Rule, subject string, err error) { errs = append(errs, r.Name+" "+subject) }))
+	trs := e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 1}))
+	if len(trs) != 0 || len(errs) != 1 || errs[0] != "div S/n1" {
+		t.Fatalf("transitions %q, errors %v", transitions(trs), errs)
+	}
+}

@@ -38,11 +38,16 @@ func TestExprPositions(t *testing.T) {
 		{"double quoted multi-line", "    when: \"node.ackRate > 0\n      && node.stalld\"\n", "7:15"},
 		{"double quoted escaped break", "    when: \"node.ackRate > 0 && node.\\\n      stalld\"\n", "7:7"},
 		{"single quoted multi-line", "    when: 'node.ackRate > 0\n\n      && node.stalld'\n", "8:15"},
+		{"byte order mark", "", "1:42"},
 		{"crlf", "    when: node.ackRate > 0 &&\r\n      node.stalld\r\n", "7:12"},
 		{"flow mapping", "    when: {x: 1}\n  - name: b\n    pattern: b\n    when: \"node.stalld\"\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("m.yaml", []byte(exprHead+tc.when), LoadOptions{})
+			src := exprHead + tc.when
+			if tc.name == "byte order mark" {
+				src = "\ufeffrules: [{name: a, pattern: a, when: node.stalld}]\nversion: 1\nname: m\n"
+			}
+			_, err := Parse("m.yaml", []byte(src), LoadOptions{})
 			got := faultsOf(t, err)
 			if tc.want == "" {
 				// Several faults, each at its own place.

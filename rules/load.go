@@ -172,8 +172,9 @@ type decoder struct {
 
 func parse(file string, data []byte, opts LoadOptions, warned map[string]bool) (*Ruleset, error) {
 	d := &decoder{
-		file:   file,
-		lines:  strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n"),
+		file: file,
+		// yaml.v3 counts columns after a byte order mark.
+		lines:  strings.Split(strings.ReplaceAll(strings.TrimPrefix(string(data), "\ufeff"), "\r\n", "\n"), "\n"),
 		opts:   opts,
 		warned: warned,
 		budget: maxExpansion,

@@ -211,7 +211,9 @@ func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
 		// A server that is down at start is a blind engine, not a failed one.
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("disconnected from NATS", "error", err)
+			if err != nil { // nil: our own drain at shutdown
+				log.Warn("disconnected from NATS", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())

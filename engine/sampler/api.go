@@ -1,12 +1,12 @@
 package sampler
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strconv"
 	"time"
 
@@ -49,8 +49,8 @@ type consumerInfo struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
 	Config  struct {
-		DeliverSubject string            `json:"deliver_subject"`
-		Metadata       map[string]string `json:"metadata"`
+		DeliverSubject string   `json:"deliver_subject"`
+		Metadata       metadata `json:"metadata"`
 	} `json:"config"`
 	Delivered      sequenceInfo `json:"delivered"`
 	AckFloor       sequenceInfo `json:"ack_floor"`
@@ -147,30 +147,47 @@ func listAll[T any, P page[T]](ctx context.Context, s *Sampler, subj string, pg 
 		}
 	}
 	out, miss := items[base:], missing[mbase:]
-	cmpName := func(a, b T) int { return cmp.Compare(name(&a), name(&b)) }
-	if pages > 1 || !slices.IsSortedFunc(out, cmpName) {
-		slices.SortStableFunc(out, cmpName)
+	if pages > 1 || !sortedByName(out, name) {
+		sort.SliceStable(out, func(i, j int) bool { return name(&out[i]) < name(&out[j]) })
 		out = lastOfEach(out, name)
 	}
 	if len(miss) > 0 {
 		slices.Sort(miss)
 		miss = slices.Compact(miss)
-		out = slices.DeleteFunc(out, func(it T) bool {
-			_, found := slices.BinarySearch(miss, name(&it))
-			return found
-		})
+		w := 0
+		for i := range out {
+			if _, found := slices.BinarySearch(miss, name(&out[i])); !found {
+				out[w] = out[i]
+				w++
+			}
+		}
+		clear(out[w:])
+		out = out[:w]
 	}
 	return items[:base+len(out)], missing[:mbase+len(miss)], nil
+}
+
+func sortedByName[T any](s []T, name func(*T) string) bool {
+	for i := 1; i < len(s); i++ {
+		if name(&s[i]) < name(&s[i-1]) {
+			return false
+		}
+	}
+	return true
 }
 
 // countNotIn counts the names in missing that are not also among items: a
 // clustered server lists an offline entry both ways, a single server once.
 func countNotIn[T any](missing []string, items []T, name func(*T) string) int {
 	n := 0
+next:
 	for _, m := range missing {
-		if !slices.ContainsFunc(items, func(it T) bool { return name(&it) == m }) {
-			n++
+		for i := range items {
+			if name(&items[i]) == m {
+				continue next
+			}
 		}
+		n++
 	}
 	return n
 }

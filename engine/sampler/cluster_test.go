@@ -48,16 +48,11 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	testutil.CheckFor(t, 30*time.Second, func() error {
-		_, err := js.AccountInfo(ctx)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := js.CreateStream(cctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Replicas: 3, Storage: jetstream.MemoryStorage})
 		return err
 	})
-
-	var stream jetstream.Stream
-	testutil.CheckFor(t, 30*time.Second, func() error {
-		stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Replicas: 3, Storage: jetstream.MemoryStorage})
-		return err
-	})
-	_ = stream
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SOLO", Subjects: []string{"solo.>"}, Replicas: 1,
 		Storage: jetstream.MemoryStorage, Placement: &jetstream.Placement{Tags: []string{"node:s2"}}}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -87,5 +88,43 @@ func TestCountNotIn(t *testing.T) {
 	items := []string{"a", "b"}
 	if n := countNotIn([]string{"b", "x", "y"}, items, name); n != 2 {
 		t.Errorf("countNotIn = %d, want 2: an entry both listed and missing counts once", n)
+	}
+}
+
+func TestMetadataDecoding(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want metadata
+	}{
+		{`null`, metadata{}},
+		{`{}`, metadata{}},
+		{` { } `, metadata{}},
+		{`{"happen.node":"n1","happen.group":"eu","happen.ignore":"true"}`, metadata{node: "n1", group: "eu", hasNode: true, hasGroup: true, ignore: true}},
+		{`{"_nats.ver":"2.12","happen.node":"n1"}`, metadata{node: "n1", hasNode: true}},
+		{"{\n  \"happen.node\" : \"\",\n  \"happen.ignore\": \"false\"\n}", metadata{hasNode: true}},
+		{`{"happen.ignore":"TRUE"}`, metadata{}},
+		{`{"Happen.Node":"n1"}`, metadata{}},
+		// Escapes take the slow path and come out decoded.
+		{`{"happen.node":"a\u0001b","happen.group":"e\"u"}`, metadata{node: "a\x01b", group: `e"u`, hasNode: true, hasGroup: true}},
+		{`{"happen\u002enode":"n1"}`, metadata{node: "n1", hasNode: true}},
+		// Duplicate keys: the last wins, as with encoding/json.
+		{`{"happen.node":"a","happen.node":"b"}`, metadata{node: "b", hasNode: true}},
+	} {
+		var got struct {
+			M metadata `json:"metadata"`
+		}
+		if err := json.Unmarshal([]byte(`{"metadata":`+tc.in+`}`), &got); err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if got.M != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.in, got.M, tc.want)
+		}
+	}
+	var bad struct {
+		M metadata `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(`{"metadata":{"happen.node":1}}`), &bad); err == nil {
+		t.Error("metadata with a number value decoded without error")
 	}
 }

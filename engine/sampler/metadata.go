@@ -1,6 +1,8 @@
 package sampler
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -92,4 +94,112 @@ func containsKey(odd []oddValue, k warnKey) bool {
 		}
 	}
 	return false
+}
+
+// metadata is what the sampler reads from a consumer's metadata. Decoding
+// only these keys, instead of the whole map, saves most of a listing's
+// allocations.
+type metadata struct {
+	node, group       string
+	hasNode, hasGroup bool
+	ignore            bool
+}
+
+func (m *metadata) set(k, v string) {
+	switch k {
+	case MetadataNode:
+		m.node, m.hasNode = v, true
+	case MetadataGroup:
+		m.group, m.hasGroup = v, true
+	case MetadataIgnore:
+		m.ignore = v == "true"
+	}
+}
+
+// UnmarshalJSON reads a JSON object of strings (or null). Strings without
+// escapes are read in place; anything else goes through encoding/json.
+func (m *metadata) UnmarshalJSON(b []byte) error {
+	*m = metadata{}
+	if fastMetadata(b, m) {
+		return nil
+	}
+	*m = metadata{}
+	var all map[string]string
+	if err := json.Unmarshal(b, &all); err != nil {
+		return fmt.Errorf("consumer metadata: %w", err)
+	}
+	for k, v := range all {
+		m.set(k, v)
+	}
+	return nil
+}
+
+// fastMetadata decodes b, already validated as JSON by the caller's
+// decoder, if it is null or an object whose keys and values are strings
+// without escapes. It reports false otherwise.
+func fastMetadata(b []byte, m *metadata) bool {
+	i := skipSpace(b, 0)
+	if rest := b[i:]; len(rest) >= 4 && string(rest[:4]) == "null" {
+		return skipSpace(b, i+4) == len(b)
+	}
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return skipSpace(b, i+1) == len(b)
+	}
+	for {
+		key, j, ok := plainString(b, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		val, j, ok := plainString(b, skipSpace(b, i+1))
+		if !ok {
+			return false
+		}
+		if k := string(key); k == MetadataNode || k == MetadataGroup || k == MetadataIgnore {
+			m.set(k, string(val))
+		}
+		i = skipSpace(b, j)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case '}':
+			return skipSpace(b, i+1) == len(b)
+		default:
+			return false
+		}
+	}
+}
+
+// plainString reads a JSON string at b[i] that has no escapes, returning
+// its contents and the index after the closing quote.
+func plainString(b []byte, i int) ([]byte, int, bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			return b[i+1 : j], j + 1, true
+		case '\\':
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }

@@ -72,9 +72,10 @@ type Sampler struct {
 
 	adv *advisories
 
-	life    sync.Mutex // guards stop and done
+	life    sync.Mutex // guards what follows
 	stop    chan struct{}
 	done    chan struct{}
+	runCtx  context.Context // the running Start's context
 	started bool
 
 	mu      sync.Mutex          // serialises Sample and guards what follows
@@ -121,7 +122,10 @@ func (s *Sampler) Start(ctx context.Context) error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.started {
-		return errors.New("sampler already started")
+		if s.runCtx.Err() == nil {
+			return errors.New("sampler already started")
+		}
+		<-s.done // ended with its context: start again once it is tidied up
 	}
 	subs, err := s.adv.subscribe(s.nc)
 	if err != nil {
@@ -137,7 +141,7 @@ func (s *Sampler) Start(ctx context.Context) error {
 		cancel()
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
-	s.stop, s.done, s.started = stop, done, true
+	s.stop, s.done, s.runCtx, s.started = stop, done, ctx, true
 	go func() {
 		defer close(done)
 		select {
@@ -152,7 +156,8 @@ func (s *Sampler) Start(ctx context.Context) error {
 }
 
 // Stop ends the advisory subscriptions and waits for them to be removed.
-// Stop without Start does nothing; Start may be called again afterwards.
+// Stop without Start does nothing. Start may be called again after Stop or
+// once the previous Start's context has ended.
 func (s *Sampler) Stop() {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -190,10 +195,11 @@ type worker struct {
 }
 
 // Sample reads the state of every stream and consumer. It returns an error
-// only when the stream list cannot be read at all (not connected, timeout,
-// API error): the caller is blind for this tick. A stream whose consumers
-// cannot be listed in time, or all streams not yet listed when ctx ends,
-// are reported in Snapshot.UnobservedStreams instead.
+// when the stream list cannot be read at all (not connected, timeout, API
+// error), so the caller is blind for this tick, or when ctx is cancelled. A
+// stream whose consumers cannot be listed in time, including every stream
+// not yet listed when ctx's deadline passes, is reported in
+// Snapshot.UnobservedStreams instead.
 func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,6 +215,11 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	}
 
 	results := s.listConsumers(ctx, streams)
+	if err := ctx.Err(); errors.Is(err, context.Canceled) {
+		// The caller gave up on this tick; a deadline instead leaves the
+		// streams not yet listed unobserved.
+		return flow.Snapshot{}, fmt.Errorf("list consumers: %w", err)
+	}
 
 	snap := flow.Snapshot{
 		At:                start,
@@ -315,29 +326,25 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 	internal := isInternal(r.name)
 	for i := range infos {
 		ci := &infos[i]
-		md := ci.Config.Metadata
-		if md[MetadataIgnore] == "true" {
-			continue
-		}
-		nodeVal, hasNode := md[MetadataNode]
-		if internal && !hasNode {
+		md := &ci.Config.Metadata
+		if md.ignore || (internal && !md.hasNode) {
 			continue
 		}
 		key := flow.NodeKey{Stream: r.name, Consumer: ci.Name}
 		id := ci.Name
-		if hasNode {
-			if why := invalidID(nodeVal); why == "" {
-				id = nodeVal
+		if md.hasNode {
+			if why := invalidID(md.node); why == "" {
+				id = md.node
 			} else {
-				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataNode}, value: nodeVal, reason: why, fallback: ci.Name})
+				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataNode}, value: md.node, reason: why, fallback: ci.Name})
 			}
 		}
 		group := ""
-		if g, ok := md[MetadataGroup]; ok {
-			if why := invalidID(g); why == "" {
-				group = g
+		if md.hasGroup {
+			if why := invalidID(md.group); why == "" {
+				group = md.group
 			} else {
-				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: g, reason: why, fallback: ""})
+				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: md.group, reason: why, fallback: ""})
 			}
 		}
 		r.consumers = append(r.consumers, flow.ConsumerSample{
@@ -374,9 +381,11 @@ func (s *Sampler) noteFailure(r *streamResult) {
 	case r.state == failed && !was:
 		s.failing[r.name] = struct{}{}
 		s.log.Warn("cannot list consumers; the stream's nodes are unobserved", "stream", r.name, "error", r.err)
-	case r.state != failed && was:
+	case r.state == listed && was:
 		delete(s.failing, r.name)
 		s.log.Info("consumers listed again", "stream", r.name)
+	case r.state == gone:
+		delete(s.failing, r.name)
 	}
 }
 

@@ -435,6 +435,33 @@ func TestUnresponsiveStreamIsUnobserved(t *testing.T) {
 	}
 }
 
+// The tick's deadline bounds a sample even when the request timeout is
+// longer; cancelling the tick is an error.
+func TestSampleRespectsContext(t *testing.T) {
+	e := newEnv(t, sampler.Config{APIPrefix: "$JS.RELAY.API", Timeout: time.Minute})
+	for _, name := range []string{"A", "SLOW"} {
+		e.stream(jetstream.StreamConfig{Name: name, Storage: jetstream.MemoryStorage})
+		e.consumer(name, jetstream.ConsumerConfig{Durable: "w"})
+	}
+	relay(t, e.srv.ClientURL(), "$JS.RELAY.API", func(rest string) bool { return rest == ".CONSUMER.LIST.SLOW" })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	snap, err := e.s.Sample(ctx)
+	if err != nil {
+		t.Fatalf("sample past its deadline: %v, want the streams read so far", err)
+	}
+	if got := keys(snap); !slices.Equal(got, []string{"A/w"}) || !slices.Equal(snap.UnobservedStreams, []string{"SLOW"}) {
+		t.Errorf("consumers %v, unobserved streams %v; want A/w and [SLOW]", got, snap.UnobservedStreams)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	if _, err := e.s.Sample(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled sample: %v, want context.Canceled", err)
+	}
+}
+
 func TestStreamListUnanswered(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	e := newEnv(t, sampler.Config{APIPrefix: "$JS.RELAY.API", Timeout: timeout})
@@ -637,5 +664,12 @@ func TestStartStop(t *testing.T) {
 	}
 	cancel2()
 	testutil.Eventually(t, 5*time.Second, func() bool { return nc.NumSubscriptions() == base }, "subscriptions left after ctx ended")
+	// and the sampler can start again.
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("Start after the context ended: %v", err)
+	}
+	if got := nc.NumSubscriptions(); got != base+3 {
+		t.Errorf("%d subscriptions after restarting, want %d", got, base+3)
+	}
 	s.Stop()
 }

@@ -6,16 +6,16 @@ BIN     ?= bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-PLUGINS := $(notdir $(wildcard plugins/*))
+PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 
-.PHONY: build run test vet bench fuzz clean
+.PHONY: build run test vet bench fuzz proto proto-tools example clean
 
 ## build: the happen binary and every built-in plugin, in bin/
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/happen ./cmd/happen
 	@for p in $(PLUGINS); do \
 		echo "$(GO) build -o $(BIN)/happen-plugin-$$p ./plugins/$$p"; \
-		$(GO) build -o $(BIN)/happen-plugin-$$p ./plugins/$$p || exit 1; \
+		$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/happen-plugin-$$p ./plugins/$$p || exit 1; \
 	done
 
 ## run: the engine on the embedded NATS server (extra flags: make run ARGS="--interval 2s")
@@ -31,11 +31,28 @@ vet:
 
 ## bench: the benchmarks quoted in docs/performance.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/
+	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/
 
 ## fuzz: the ruleset loader fuzz test (FUZZTIME=60s by default)
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./rules/
+
+## proto: regenerate the plugin protocol's Go code from sdk/internal/pb/plugin.proto
+## (the generated files are committed; builds and tests never need protoc)
+proto:
+	protoc --proto_path=sdk/internal/pb \
+		--go_out=sdk/internal/pb --go_opt=paths=source_relative \
+		--go-grpc_out=sdk/internal/pb --go-grpc_opt=paths=source_relative \
+		sdk/internal/pb/plugin.proto
+
+## proto-tools: the code generators `make proto` needs (protoc itself: apt-get install protobuf-compiler)
+proto-tools:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+## example: the example plugin of docs/plugins.md, in bin/ (not part of `make build`)
+example:
+	$(GO) build -o $(BIN)/happen-plugin-incidents ./sdk/example/happen-plugin-incidents
 
 clean:
 	rm -rf $(BIN)

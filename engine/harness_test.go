@@ -82,6 +82,13 @@ func newWorld(t testing.TB) *world {
 // worker for it.
 func (w *world) addNode(id, group string) *testutil.Worker {
 	w.t.Helper()
+	return w.addNodeVia(w.url, id, group)
+}
+
+// addNodeVia is addNode with the worker connecting to url, such as a proxy
+// that a test can cut.
+func (w *world) addNodeVia(url, id, group string) *testutil.Worker {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	md := map[string]string{"happen.group": group}
@@ -91,7 +98,7 @@ func (w *world) addNode(id, group string) *testutil.Worker {
 	}); err != nil {
 		w.t.Fatal(err)
 	}
-	wk := testutil.StartWorker(w.t, w.url, stream, id)
+	wk := testutil.StartWorker(w.t, url, stream, id)
 	w.mu.Lock()
 	w.workers[id] = wk
 	w.mu.Unlock()

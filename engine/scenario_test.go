@@ -2,13 +2,17 @@ package engine_test
 
 import (
 	"context"
+	"net"
+	"net/http/httptest"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/happen-dev/happen/engine/httpapi"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Each scenario runs the built-in rules at a 1s interval against a real
@@ -73,17 +77,24 @@ func TestScenarioNodeFailureAndRecovery(t *testing.T) {
 	}
 }
 
+// The eu zone reaches NATS through one link; cutting it drops every eu
+// connection at once, as a network partition does.
 func TestScenarioPartition(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
+	w := newWorld(t)
+	link := testutil.NewProxy(t, w.srv.Addr().String())
+	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
+		w.addNodeVia("nats://"+link.Addr(), id, "eu")
+	}
+	for _, id := range []string{"us-1", "us-2", "us-3"} {
+		w.addNode(id, "us")
+	}
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
 
 	fault := time.Now()
-	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
-		w.workers[id].Kill()
-	}
+	link.Cut()
 	downs := w.waitEvents(events.TypeNodeDown, 3, 20*time.Second)
 	t.Logf("partition detected %.1fs after the cut", time.Since(fault).Seconds())
 	w.ticks(4)
@@ -93,7 +104,7 @@ func TestScenarioPartition(t *testing.T) {
 		t.Fatalf("node.down for %v, want the eu group only: %s", got, summary(w.all()))
 	}
 	for i, d := range nd {
-		if d.Pattern != "partition" || d.Group != "eu" {
+		if d.Pattern != "partition" || d.Rule != "partition" || d.Group != "eu" || d.Level != "critical" {
 			t.Fatalf("node.down %+v, want pattern partition", d)
 		}
 		if !reflect.DeepEqual(d.AffectedNodes, []string{"eu-1", "eu-2", "eu-3"}) {
@@ -107,13 +118,14 @@ func TestScenarioPartition(t *testing.T) {
 		t.Fatalf("want 3 events, got: %s", summary(w.all()))
 	}
 
-	for _, id := range []string{"eu-1", "eu-2", "eu-3"} {
-		w.workers[id].Start()
-	}
-	ups := w.waitEvents(events.TypeNodeUp, 3, 20*time.Second)
+	// The link heals; the workers reconnect by themselves.
+	link.Heal()
+	ups := w.waitEvents(events.TypeNodeUp, 3, 30*time.Second)
 	for _, u := range ups {
-		if u.Context.CorrelationID != downs[0].Context.CorrelationID {
-			t.Fatal("node.up does not carry the partition's correlationId")
+		var up events.NodeUp
+		u.Decode(&up)
+		if u.Context.CorrelationID != downs[0].Context.CorrelationID || up.Pattern != "partition" {
+			t.Fatalf("node.up %+v does not end the partition incident", up)
 		}
 	}
 }
@@ -202,18 +214,39 @@ func TestScenarioQuietThingsStayQuiet(t *testing.T) {
 	}
 }
 
+// NATS goes away for a few seconds under the engine: the engine is blind,
+// not the nodes. It says so on /healthz, raises no node.down, and comes
+// back without a storm once the server and the workers are back.
 func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
 	t.Parallel()
 	w := twoZones(t)
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
+	health := httpapi.Handler(w.eng, prometheus.NewRegistry())
+	healthz := func() int {
+		rec := httptest.NewRecorder()
+		health.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		return rec.Code
+	}
+	if code := healthz(); code != 200 {
+		t.Fatalf("/healthz = %d while sampling", code)
+	}
 
-	w.srv = testutil.RestartServer(t, w.srv, w.opts)
-	testutil.Eventually(t, 20*time.Second, func() bool {
-		ok, _ := w.eng.Health()
-		return ok
-	}, "engine healthy again after the restart")
+	port := w.srv.Addr().(*net.TCPAddr).Port
+	w.srv.Shutdown()
+	w.srv.WaitForShutdown()
+	down := time.Now()
+	testutil.Eventually(t, 10*time.Second, func() bool { return healthz() == 503 && w.eng.Status().Blind }, "/healthz 503 while blind")
+	t.Logf("/healthz turned 503 %.1fs after the server went away", time.Since(down).Seconds())
+	// The outage itself lasts long enough for every node to look stalled,
+	// were the engine to judge what it cannot see.
+	<-time.After(4*time.Second - time.Since(down))
+
+	opts := w.opts.Clone()
+	opts.Port = port
+	w.srv = testutil.StartServer(t, opts)
+	testutil.Eventually(t, 20*time.Second, func() bool { return healthz() == 200 }, "/healthz 200 after the restart")
 	w.ticks(12)
 	if downs := w.ofType(events.TypeNodeDown); len(downs) != 0 {
 		t.Fatalf("a server restart raised node.down: %s", summary(downs))

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/happen-dev/happen/plugins/internal/params"
+	"github.com/happen-dev/happen/sdk"
+	"github.com/happen-dev/happen/sdk/events"
+)
+
+const (
+	// Subject carries every change of the mode.
+	Subject = "happen.control.partition"
+	// ModesBucket and ModeKey hold the current mode, for nodes that
+	// (re)connect and missed the directive.
+	ModesBucket = "happen_modes"
+	ModeKey     = "partition"
+	// StateBucket and StateKey hold the open incidents behind the mode, so
+	// several concurrent partitions add up and a plugin restart forgets
+	// nothing.
+	StateBucket = "happen_partition_incidents"
+	StateKey    = "state"
+
+	// keepResolved bounds how many ended incidents are remembered, to ignore
+	// a late node.down of an incident that has already ended.
+	keepResolved = 64
+)
+
+// Mode is the JSON published on Subject and kept under ModesBucket/ModeKey.
+type Mode struct {
+	Active                    bool     `json:"active"`
+	IsolatedNodes             []string `json:"isolatedNodes"`
+	PrioritizeLocalOperations bool     `json:"prioritizeLocalOperations"`
+	QueueRemoteOperations     bool     `json:"queueRemoteOperations"`
+	Since                     int64    `json:"since"` // Unix ms
+}
+
+// incident is one open partition: every node.down sharing a correlationId.
+type incident struct {
+	IsolatedNodes             []string `json:"isolatedNodes"`
+	Since                     int64    `json:"since"`
+	PrioritizeLocalOperations bool     `json:"prioritizeLocalOperations"`
+	QueueRemoteOperations     bool     `json:"queueRemoteOperations"`
+}
+
+type ended struct {
+	ID    string `json:"id"`
+	Since int64  `json:"since"`
+}
+
+type state struct {
+	Incidents map[string]incident `json:"incidents"`
+	// Resolved lists recently ended incidents, oldest first.
+	Resolved []ended `json:"resolved"`
+}
+
+// PartitionMode tells an application that part of it is cut off, so it
+// can favour local work and queue what needs the other side.
+type PartitionMode struct {
+	version string
+	// mu serialises the read-modify-write of the state: the node.down events
+	// of one incident arrive concurrently, one per node.
+	mu sync.Mutex
+}
+
+// New returns the action; version is reported by Describe.
+func New(version string) *PartitionMode { return &PartitionMode{version: version} }
+
+var _ sdk.Action = (*PartitionMode)(nil)
+
+// Describe names the plugin and its parameters.
+func (p *PartitionMode) Describe(context.Context, *sdk.DescribeRequest) (*sdk.DescribeResponse, error) {
+	return &sdk.DescribeResponse{
+		Name:    "partition-mode",
+		Version: p.version,
+		Params: []sdk.Param{
+			{Name: "prioritizeLocalOperations", Description: "tell nodes to favour work that stays on their side (default true)"},
+			{Name: "queueRemoteOperations", Description: "tell nodes to queue work that needs the other side (default true)"},
+		},
+	}, nil
+}
+
+type config struct{ prioritize, queue bool }
+
+func parseConfig(with map[string]any) (config, error) {
+	if err := params.Check(with, "prioritizeLocalOperations", "queueRemoteOperations"); err != nil {
+		return config{}, err
+	}
+	pr, err := params.Bool(with, "prioritizeLocalOperations", true)
+	if err != nil {
+		return config{}, err
+	}
+	q, err := params.Bool(with, "queueRemoteOperations", true)
+	if err != nil {
+		return config{}, err
+	}
+	return config{pr, q}, nil
+}
+
+// Execute adds the nodes of a node.down to the partition mode and publishes
+// it. Repeats, and the other node.down events of the same incident, merge.
+func (p *PartitionMode) Execute(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.ExecuteResponse, error) {
+	cfg, err := p.check(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Event.Type != events.TypeNodeDown {
+		return nil, sdk.Permanent(fmt.Errorf("partition-mode: acts on %s events, not %q (event %s)", events.TypeNodeDown, req.Event.Type, req.Event.Context.ID))
+	}
+	var down events.NodeDown
+	if err := req.Event.Decode(&down); err != nil {
+		return nil, sdk.Permanent(fmt.Errorf("partition-mode: event %s: %w", req.Event.Context.ID, err))
+	}
+	nodes := nodesOf(down)
+	if len(nodes) == 0 {
+		return nil, sdk.Permanent(fmt.Errorf("partition-mode: event %s names no node", req.Event.Context.ID))
+	}
+	id := incidentID(req.Event)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, err := loadState(ctx, req.Host)
+	if err != nil {
+		return nil, err
+	}
+	if slices.ContainsFunc(st.Resolved, func(e ended) bool { return e.ID == id }) {
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s has already ended; mode unchanged", id)}, nil
+	}
+	inc, seen := st.Incidents[id]
+	if !seen || req.Event.Context.Timestamp < inc.Since {
+		inc.Since = req.Event.Context.Timestamp
+	}
+	inc.IsolatedNodes = union(inc.IsolatedNodes, nodes)
+	inc.PrioritizeLocalOperations, inc.QueueRemoteOperations = cfg.prioritize, cfg.queue
+	st.Incidents[id] = inc
+
+	if err := saveState(ctx, req.Host, st); err != nil {
+		return nil, err
+	}
+	mode := st.mode()
+	if err := apply(ctx, req.Host, mode); err != nil {
+		return nil, err
+	}
+	return &sdk.ExecuteResponse{Message: fmt.Sprintf("partition mode active: %s isolated", strings.Join(mode.IsolatedNodes, ", "))}, nil
+}
+
+// Undo ends the incident and publishes what remains: inactive unless
+// another partition is still open. The first node.up of an incident ends
+// it, since the group heals as a whole.
+func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.ExecuteResponse, error) {
+	cfg, err := p.check(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Event.Type != events.TypeNodeUp {
+		return nil, sdk.Permanent(fmt.Errorf("partition-mode: resolves on %s events, not %q (event %s)", events.TypeNodeUp, req.Event.Type, req.Event.Context.ID))
+	}
+	id := incidentID(req.Down)
+	if req.Down.Context.ID == "" {
+		id = incidentID(req.Event)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, err := loadState(ctx, req.Host)
+	if err != nil {
+		return nil, err
+	}
+	since := req.Down.Context.Timestamp
+	if inc, ok := st.Incidents[id]; ok {
+		since = inc.Since
+		delete(st.Incidents, id)
+		st.Resolved = append(st.Resolved, ended{ID: id, Since: since})
+		if n := len(st.Resolved); n > keepResolved {
+			st.Resolved = slices.Clone(st.Resolved[n-keepResolved:])
+		}
+	} else if i := slices.IndexFunc(st.Resolved, func(e ended) bool { return e.ID == id }); i >= 0 {
+		// A retry: the incident ended in an earlier attempt.
+		since = st.Resolved[i].Since
+	}
+	if err := saveState(ctx, req.Host, st); err != nil {
+		return nil, err
+	}
+	mode := st.mode()
+	if !mode.Active {
+		mode.Since = since
+		mode.PrioritizeLocalOperations, mode.QueueRemoteOperations = cfg.prioritize, cfg.queue
+	}
+	if err := apply(ctx, req.Host, mode); err != nil {
+		return nil, err
+	}
+	if mode.Active {
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s ended; partition mode still active: %s isolated", id, strings.Join(mode.IsolatedNodes, ", "))}, nil
+	}
+	return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s ended; partition mode inactive", id)}, nil
+}
+
+func (p *PartitionMode) check(req *sdk.ExecuteRequest) (config, error) {
+	if req.Host == nil {
+		return config{}, sdk.Permanent(errors.New("partition-mode: no host in request"))
+	}
+	cfg, err := parseConfig(req.With)
+	if err != nil {
+		return config{}, sdk.Permanent(fmt.Errorf("partition-mode: %w", err))
+	}
+	return cfg, nil
+}
+
+// mode is the union of the open incidents: every isolated node, the
+// earliest start, and a behaviour asked for by any of them.
+func (s *state) mode() Mode {
+	m := Mode{IsolatedNodes: []string{}}
+	for _, inc := range s.Incidents {
+		m.IsolatedNodes = union(m.IsolatedNodes, inc.IsolatedNodes)
+		if !m.Active || inc.Since < m.Since {
+			m.Since = inc.Since
+		}
+		m.Active = true
+		m.PrioritizeLocalOperations = m.PrioritizeLocalOperations || inc.PrioritizeLocalOperations
+		m.QueueRemoteOperations = m.QueueRemoteOperations || inc.QueueRemoteOperations
+	}
+	return m
+}
+
+// apply stores the mode first, so a node that reconnects after seeing the
+// directive never reads an older mode.
+func apply(ctx context.Context, h sdk.Host, m Mode) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("partition-mode: encode mode: %w", err)
+	}
+	if err := h.KVPut(ctx, ModesBucket, ModeKey, data); err != nil {
+		return fmt.Errorf("partition-mode: store mode in %s/%s: %w", ModesBucket, ModeKey, err)
+	}
+	if err := h.Publish(ctx, Subject, data); err != nil {
+		return fmt.Errorf("partition-mode: publish mode on %s: %w", Subject, err)
+	}
+	return nil
+}
+
+func loadState(ctx context.Context, h sdk.Host) (*state, error) {
+	raw, found, err := h.KVGet(ctx, StateBucket, StateKey)
+	if err != nil {
+		return nil, fmt.Errorf("partition-mode: read %s/%s: %w", StateBucket, StateKey, err)
+	}
+	st := &state{}
+	if found {
+		if err := json.Unmarshal(raw, st); err != nil {
+			return nil, fmt.Errorf("partition-mode: decode %s/%s: %w", StateBucket, StateKey, err)
+		}
+	}
+	if st.Incidents == nil {
+		st.Incidents = map[string]incident{}
+	}
+	return st, nil
+}
+
+func saveState(ctx context.Context, h sdk.Host, st *state) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("partition-mode: encode state: %w", err)
+	}
+	if err := h.KVPut(ctx, StateBucket, StateKey, data); err != nil {
+		return fmt.Errorf("partition-mode: write %s/%s: %w", StateBucket, StateKey, err)
+	}
+	return nil
+}
+
+// incidentID is the correlationId shared by every event of an incident, or
+// the event's own id when it has none.
+func incidentID(e events.Envelope) string {
+	if e.Context.CorrelationID != "" {
+		return e.Context.CorrelationID
+	}
+	return e.Context.ID
+}
+
+func nodesOf(d events.NodeDown) []string {
+	nodes := slices.Clone(d.AffectedNodes)
+	if d.NodeID != "" {
+		nodes = append(nodes, d.NodeID)
+	}
+	return union(nil, nodes)
+}
+
+// union returns the sorted, distinct, non-empty names of a and b.
+func union(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	for _, s := range slices.Concat(a, b) {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -7,16 +7,19 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/happen-dev/happen/engine"
-	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/embedded"
+	"github.com/happen-dev/happen/engine/hostapi"
 	"github.com/happen-dev/happen/engine/httpapi"
+	"github.com/happen-dev/happen/engine/plugins"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/rulesets"
+	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,6 +37,7 @@ type engineFlags struct {
 	tlsKey         string
 	tlsCA          string
 	rules          string
+	plugins        string
 	interval       time.Duration
 	http           string
 	subjectPrefix  string
@@ -75,6 +79,7 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.StringVar(&f.tlsKey, "tls-key", "", "client TLS key")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate to verify the server")
 	fs.StringVar(&f.rules, "rules", "", "ruleset file or folder, watched and hot-reloaded (default: the built-in ruleset)")
+	fs.StringVar(&f.plugins, "plugins", defaultPluginDir(), "folder of happen-plugin-* executables")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often flow is sampled")
 	fs.StringVar(&f.http, "http", "127.0.0.1:9466", "address for /metrics, /healthz and /api/status; off disables")
 	fs.StringVar(&f.subjectPrefix, "subject-prefix", "happen.events", "where events are published")
@@ -119,12 +124,6 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	if f.interval < 10*time.Millisecond {
 		return &exitError{code: 2, err: fmt.Errorf("--interval %v is too short (minimum 10ms)", f.interval)}
 	}
-	ropts := rules.LoadOptions{Warn: func(d rules.Diagnostic) { log.Warn(d.Msg, "at", d.Pos.String()) }}
-	set, err := loadRules(f.rules, ropts)
-	if err != nil {
-		return &exitError{code: 1, err: err}
-	}
-
 	url := f.nats
 	if url == "" {
 		srv, err := embedded.Start(ctx, embedded.Config{Listen: f.embeddedListen, DataDir: f.data, Logger: log})
@@ -143,19 +142,63 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	if err != nil {
 		return &exitError{code: 1, err: err}
 	}
-	defer nc.Close()
+	// Deferred first so it runs last: plugins finish acting through this
+	// connection, then every event already emitted is flushed.
+	defer func() {
+		if err := drain(nc, 5*time.Second); err != nil {
+			log.Warn("drain NATS connection", "error", err)
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var disp action.Dispatcher = action.Log{Logger: log}
-	eng := engine.New(nc, set, engine.Config{
+
+	// Plugins start before the rules load, so rules are checked against
+	// the plugins really installed.
+	var eng *engine.Engine
+	mgr, err := plugins.New(plugins.Config{
+		Dir: f.plugins, Host: hostapi.New(nc), Logger: log, DryRun: f.dryRun, Registry: reg,
+		Emit: func(_ context.Context, failed events.ActionFailed, cause events.Envelope) {
+			eng.PublishEvent(events.TypeActionFailed, failed, cause.Context.CorrelationID, cause.Context.ID)
+		},
+	})
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if err := mgr.Start(ctx); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := mgr.Close(cctx); err != nil {
+			log.Warn("stop plugins", "error", err)
+		}
+	}()
+
+	ropts := rules.LoadOptions{Plugins: mgr, Warn: func(d rules.Diagnostic) { log.Warn(d.Msg, "at", d.Pos.String()) }}
+	// The watch begins before the first load, so an edit made meanwhile is
+	// not missed.
+	var watcher *rules.Watcher
+	if f.rules != "" {
+		if watcher, err = rules.NewWatcher([]string{f.rules}, ropts, 250*time.Millisecond); err != nil {
+			return &exitError{code: 1, err: err}
+		}
+	}
+	set, err := loadRules(f.rules, ropts)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+
+	eng = engine.New(nc, set, engine.Config{
 		Interval:      f.interval,
 		SubjectPrefix: f.subjectPrefix,
 		Logger:        log,
-		Dispatcher:    disp,
+		Dispatcher:    mgr,
 		Registry:      reg,
 	})
-	log.Info("engine starting", "nats", nc.ConnectedUrlRedacted(), "rules", len(set.Rules), "files", set.Files, "interval", f.interval, "dryRun", f.dryRun)
+	log.Info("engine starting", "nats", nc.ConnectedUrlRedacted(), "rules", len(set.Rules), "files", set.Files,
+		"plugins", len(mgr.Plugins()), "interval", f.interval, "dryRun", f.dryRun)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -167,12 +210,8 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		}
 		httpDone = done
 	}
-	if f.rules != "" {
-		w, err := rules.NewWatcher([]string{f.rules}, ropts, 250*time.Millisecond)
-		if err != nil {
-			return &exitError{code: 1, err: err}
-		}
-		go w.Run(runCtx, func(s *rules.Set, err error) {
+	if watcher != nil {
+		go watcher.Run(runCtx, func(s *rules.Set, err error) {
 			if err != nil {
 				eng.Reject(err)
 				return
@@ -193,10 +232,7 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		<-engDone
 	}
 	cancel()
-	log.Info("engine stopping; draining NATS")
-	if derr := drain(nc, 5*time.Second); derr != nil {
-		log.Warn("drain", "error", derr)
-	}
+	log.Info("engine stopping")
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return &exitError{code: 1, err: err}
 	}
@@ -250,6 +286,7 @@ func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
 
 // drain flushes published events and closes nc, waiting at most d.
 func drain(nc *nats.Conn, d time.Duration) error {
+	defer nc.Close() // also when draining is impossible, e.g. never connected
 	closed := make(chan struct{})
 	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := nc.Drain(); err != nil {
@@ -261,4 +298,17 @@ func drain(nc *nats.Conn, d time.Duration) error {
 	case <-time.After(d):
 		return fmt.Errorf("drain did not finish within %v", d)
 	}
+}
+
+// defaultPluginDir is bin/ beside the binary: the folder the happen
+// executable itself is in, where `make build` puts the plugins too.
+func defaultPluginDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "bin"
+	}
+	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = resolved
+	}
+	return filepath.Dir(exe)
 }

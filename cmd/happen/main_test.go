@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,10 +38,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	happenBin = filepath.Join(dir, "happen")
-	out, err := exec.Command("go", "build", "-o", happenBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build happen: %v\n%s", err, out)
-		os.Exit(1)
+	// The built-in plugins go beside the binary, as `make build` puts them,
+	// which is where the engine looks by default.
+	builds := [][2]string{{happenBin, "."}}
+	for _, p := range []string{"alerting", "backpressure", "partition-mode"} {
+		builds = append(builds, [2]string{filepath.Join(dir, "happen-plugin-"+p), "../../plugins/" + p})
+	}
+	for _, b := range builds {
+		out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b[1], err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -248,6 +257,10 @@ func TestEngineHotReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startEngine(t, nil, "--rules", dir)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		code, _ := p.get("/healthz")
+		return code == 200
+	}, "engine running")
 
 	nc := testutil.Connect(t, p.natsURL)
 	var mu sync.Mutex
@@ -326,5 +339,71 @@ func TestEngineHotReload(t *testing.T) {
 	waitType(events.TypeRulesReloaded, 2).Decode(&rl)
 	if rl.Rules != 10 {
 		t.Fatalf("rules.reloaded after the fix = %+v", rl)
+	}
+}
+
+// The whole loop, as a user runs it: real traffic, a node that dies, the
+// built-in rules' alerting action run in the real plugin process, and the
+// resolve sent when the node comes back.
+func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
+	var mu sync.Mutex
+	var posts []events.Envelope
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var env events.Envelope
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		mu.Lock()
+		posts = append(posts, env)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	posted := func(typ string) *events.Envelope {
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range posts {
+			if posts[i].Type == typ {
+				return &posts[i]
+			}
+		}
+		return nil
+	}
+
+	p := startEngine(t, []string{"HAPPEN_ALERT_WEBHOOK=" + hook.URL, "HAPPEN_ALERT_FORMAT=json"})
+	nc := testutil.Connect(t, p.natsURL)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wa := testutil.StartWorker(t, p.natsURL, "ORDERS", "a")
+	testutil.StartWorker(t, p.natsURL, "ORDERS", "b")
+	testutil.StartPublisher(t, p.natsURL, "orders", 20)
+	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+
+	wa.Kill()
+	testutil.Eventually(t, 30*time.Second, func() bool { return posted(events.TypeNodeDown) != nil },
+		"the alerting plugin posts the node.down; engine log:\n%s", p.log())
+	down := posted(events.TypeNodeDown)
+	var nd events.NodeDown
+	down.Decode(&nd)
+	if nd.NodeID != "a" || nd.Pattern != "node-failure" {
+		t.Fatalf("posted node.down = %+v", nd)
+	}
+
+	wa.Start()
+	testutil.Eventually(t, 30*time.Second, func() bool { return posted(events.TypeNodeUp) != nil },
+		"the resolve is posted when the node is back")
+	if up := posted(events.TypeNodeUp); up.Context.CorrelationID != down.Context.CorrelationID {
+		t.Fatalf("posted node.up %+v does not end the incident %+v", up.Context, down.Context)
+	}
+	if strings.Contains(p.log(), hook.URL) {
+		t.Fatal("the webhook URL, a secret from the environment, appears in the engine log")
 	}
 }

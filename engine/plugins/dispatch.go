@@ -194,6 +194,14 @@ func (m *Manager) runAction(ctx context.Context, job action.Job, index int, a ru
 		return r, true
 	}
 	with, secrets, err := expand(a.With)
+	if err != nil && a.Optional && errors.Is(err, errUnset) {
+		// An optional action configured from the environment is off while
+		// its variable is unset; say so once, not at every incident.
+		if _, warned := m.unsetWarned.LoadOrStore(job.Rule+"\x00"+a.Plugin, true); !warned {
+			log.Warn("optional action skipped while its environment variable is unset", "reason", err.Error())
+		}
+		return newResult(job, a, OutcomeSkipped), true
+	}
 	if err != nil {
 		r := newResult(job, a, OutcomeFailed)
 		r.Error = err.Error()

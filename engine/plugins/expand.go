@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,7 +14,8 @@ import (
 	"github.com/happen-dev/happen/sdk"
 )
 
-// reRef finds ${env:NAME} and ${file:PATH} in a `with` string.
+// reRef finds ${env:NAME}, ${env:NAME:-default} and ${file:PATH} in a
+// `with` string.
 var reRef = regexp.MustCompile(`\$\{(env|file):([^}]*)\}`)
 
 // maxSecretFile bounds what ${file:..} reads.
@@ -75,12 +77,14 @@ func expandString(path, s string, secrets *[]string) (string, error) {
 			return ""
 		}
 		m := reRef.FindStringSubmatch(ref)
-		val, err := resolve(m[1], m[2])
+		val, secret, err := resolve(m[1], m[2])
 		if err != nil {
 			firstErr = fmt.Errorf("%s: %s: %w", path, ref, err)
 			return ""
 		}
-		*secrets = append(*secrets, val)
+		if secret {
+			*secrets = append(*secrets, val)
+		}
 		return val
 	})
 	if firstErr != nil {
@@ -89,32 +93,46 @@ func expandString(path, s string, secrets *[]string) (string, error) {
 	return out, nil
 }
 
-func resolve(kind, arg string) (string, error) {
+// errUnset marks a reference to an environment variable that is not set
+// and has no default: an optional action is skipped rather than failed.
+var errUnset = errors.New("not set")
+
+func resolve(kind, arg string) (string, bool, error) {
 	if arg == "" {
-		return "", fmt.Errorf("empty %s reference", kind)
+		return "", false, fmt.Errorf("empty %s reference", kind)
 	}
 	switch kind {
 	case "env":
-		v, ok := os.LookupEnv(arg)
-		if !ok {
-			return "", fmt.Errorf("environment variable %s is not set", arg)
+		// ${env:NAME:-default}, as in the shell: the default stands in for
+		// an unset or empty variable, and being written in the rule it is
+		// no secret.
+		name, def, hasDef := strings.Cut(arg, ":-")
+		if name == "" {
+			return "", false, fmt.Errorf("empty %s reference", kind)
 		}
-		return v, nil
+		v, ok := os.LookupEnv(name)
+		if hasDef && v == "" {
+			return def, false, nil
+		}
+		if !ok {
+			return "", false, fmt.Errorf("environment variable %s is %w", name, errUnset)
+		}
+		return v, true, nil
 	default:
 		f, err := os.Open(arg)
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		defer f.Close()
 		b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 		if err != nil {
-			return "", fmt.Errorf("read %s: %w", arg, err)
+			return "", false, fmt.Errorf("read %s: %w", arg, err)
 		}
 		if len(b) > maxSecretFile {
-			return "", fmt.Errorf("%s is larger than %d bytes", arg, maxSecretFile)
+			return "", false, fmt.Errorf("%s is larger than %d bytes", arg, maxSecretFile)
 		}
 		s := strings.TrimSuffix(string(b), "\n")
-		return strings.TrimSuffix(s, "\r"), nil
+		return strings.TrimSuffix(s, "\r"), true, nil
 	}
 }
 

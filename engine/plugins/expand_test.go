@@ -56,6 +56,12 @@ func TestExpand(t *testing.T) {
 			want:    map[string]any{"s": "t0ken:"},
 			secrets: []string{"t0ken", ""},
 		},
+		{
+			name:    "default for an unset or empty variable is no secret",
+			with:    map[string]any{"f": "${env:HAPPEN_X_UNSET:-json}", "g": "${env:HAPPEN_X_EMPTY:-slack}", "h": "${env:HAPPEN_X_TOKEN:-x}"},
+			want:    map[string]any{"f": "json", "g": "slack", "h": "t0ken"},
+			secrets: []string{"t0ken"},
+		},
 		{name: "unset variable", with: map[string]any{"u": map[string]any{"v": "${env:HAPPEN_X_UNSET}"}},
 			err: "with.u.v: ${env:HAPPEN_X_UNSET}: environment variable HAPPEN_X_UNSET is not set"},
 		{name: "missing file", with: map[string]any{"l": []any{"${file:" + dir + "/nope}"}},

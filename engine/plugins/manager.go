@@ -120,6 +120,8 @@ type Manager struct {
 
 	startDone chan struct{} // closed when Start returns
 
+	unsetWarned sync.Map // rule+plugin of optional actions skipped for an unset variable
+
 	mu       sync.Mutex
 	cond     *sync.Cond
 	started  bool

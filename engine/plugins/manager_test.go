@@ -550,3 +550,24 @@ func pluginGoroutines() []string {
 func processAlive(pid int) bool {
 	return syscall.Kill(pid, 0) == nil
 }
+
+// An optional action whose ${env:..} is unset is off, not failing: it is
+// skipped with one warning, and the job's other actions still run.
+func TestOptionalActionSkippedWhileEnvUnset(t *testing.T) {
+	h := newHarness(t, pluginDir(t, "ok"))
+	recs := h.records(t, "rec.opt")
+	off := act("ok", map[string]any{"subject": "rec.opt", "token": "${env:HAPPEN_TEST_NEVER_SET}"})
+	off.Optional = true
+	on := act("ok", map[string]any{"subject": "rec.opt", "echo": true})
+	for _, id := range []string{"ev-o1", "ev-o2"} {
+		h.m.Dispatch(context.Background(), fire("n1", id, off, on))
+		r := next(t, recs, "record of the second action")
+		if _, ok := r.With["token"]; ok {
+			t.Fatalf("the skipped action ran: %+v", r.With)
+		}
+	}
+	none(t, h.failed, "action.failed for an optional action")
+	if n := strings.Count(h.logs.String(), "optional action skipped while its environment variable is unset"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, h.logs)
+	}
+}

@@ -25,7 +25,7 @@ type metrics struct {
 
 type nodeGauges struct {
 	waiting, ackRate, deliveryRate, lagGrowth, stalled prometheus.Gauge
-	seen                                               bool
+	id, group                                          string // label values, which metadata can change
 }
 
 var nodeLabels = []string{"stream", "consumer", "node", "group"}
@@ -99,12 +99,16 @@ func (m *metrics) observe(st *flow.State) {
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
 		g := m.perNode[n.Key]
+		if g != nil && (g.id != n.ID || g.group != n.Group) {
+			m.forget(n.Key)
+			g = nil
+		}
 		if g == nil {
 			l := []string{n.Stream, n.Consumer, n.ID, n.Group}
 			g = &nodeGauges{
 				waiting: m.waiting.WithLabelValues(l...), ackRate: m.ackRate.WithLabelValues(l...),
 				deliveryRate: m.deliveryRate.WithLabelValues(l...), lagGrowth: m.lagGrowth.WithLabelValues(l...),
-				stalled: m.stalled.WithLabelValues(l...),
+				stalled: m.stalled.WithLabelValues(l...), id: n.ID, group: n.Group,
 			}
 			m.perNode[n.Key] = g
 		}

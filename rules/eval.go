@@ -236,37 +236,25 @@ func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
 		env.Node, env.Group = n, st.GroupOf(n)
-		key := alertKey{rule: r.Fingerprint, node: n.Key}
-		a := e.alerts[key]
-		when, err := r.Match(&e.m, env)
-		if err != nil {
-			e.onError(r, key.subject(), err)
-			if a != nil {
-				a.seen = e.tick
-				e.claim(a, i)
-			}
-			continue
-		}
-		if a == nil && !when {
-			continue
-		}
+		a, when, ok := e.match(r, alertKey{rule: r.Fingerprint, node: n.Key}, env)
 		if a == nil {
-			a = &alert{rule: r, key: key}
-			e.alerts[key] = a
+			continue
 		}
-		a.seen = e.tick
+		if !ok {
+			e.claim(a, i)
+			continue
+		}
 		claimed := e.claims[i]
 		if a.state == firing && claimed == 2 {
 			// A rule that outranks this one now holds the node.
 			e.out = e.resolve(e.out, a, now, events.ReasonSuperseded)
-			delete(e.alerts, key)
+			delete(e.alerts, a.key)
 			continue
 		}
 		nodes := func() []flow.NodeKey { return []flow.NodeKey{n.Key} }
-		if !e.step(now, a, when, env, claimed != 0, nodes) {
-			continue
+		if e.step(now, a, when, env, claimed != 0, nodes) {
+			e.claim(a, i)
 		}
-		e.claim(a, i)
 	}
 }
 
@@ -277,54 +265,24 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 		g := &st.Groups[gi]
 		idx := e.members[g.Name]
 		env.Group = g
-		key := alertKey{rule: r.Fingerprint, group: g.Name}
-		a := e.alerts[key]
-		when, err := r.Match(&e.m, env)
-		if err != nil {
-			e.onError(r, key.subject(), err)
-			if a != nil {
-				a.seen = e.tick
-				e.claimAll(a, idx)
-			}
-			continue
-		}
-		if a == nil && !when {
-			continue
-		}
+		a, when, ok := e.match(r, alertKey{rule: r.Fingerprint, group: g.Name}, env)
 		if a == nil {
-			a = &alert{rule: r, key: key}
-			e.alerts[key] = a
-		}
-		a.seen = e.tick
-		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
-		if !e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
 			continue
 		}
-		e.claimAll(a, idx)
+		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
+		if !ok || e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
+			e.claimAll(a, idx)
+		}
 	}
 }
 
 func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	env := &e.sysEnv
 	env.System = &st.System
-	key := alertKey{rule: r.Fingerprint}
-	a := e.alerts[key]
-	when, err := r.Match(&e.m, env)
-	if err != nil {
-		e.onError(r, "system", err)
-		if a != nil {
-			a.seen = e.tick
-		}
+	a, when, ok := e.match(r, alertKey{rule: r.Fingerprint}, env)
+	if a == nil || !ok {
 		return
 	}
-	if a == nil && !when {
-		return
-	}
-	if a == nil {
-		a = &alert{rule: r, key: key}
-		e.alerts[key] = a
-	}
-	a.seen = e.tick
 	var idx []int
 	for i := range st.Nodes {
 		if st.Nodes[i].Lagging || st.Nodes[i].Stalled {
@@ -336,6 +294,30 @@ func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	if e.step(now, a, when, env, blocked, nodes) {
 		e.claimAll(a, idx)
 	}
+}
+
+// match runs r's condition for one subject and returns the subject's alert,
+// made when the condition first holds; nil when there is nothing to track.
+// ok is false when the expression failed: the alert then keeps its state.
+func (e *Evaluator) match(r *Rule, key alertKey, env any) (a *alert, when, ok bool) {
+	a = e.alerts[key]
+	when, err := r.Match(&e.m, env)
+	if err != nil {
+		e.onError(r, key.subject(), err)
+		if a != nil {
+			a.seen = e.tick
+		}
+		return a, false, false
+	}
+	if a == nil {
+		if !when {
+			return nil, false, true
+		}
+		a = &alert{rule: r, key: key}
+		e.alerts[key] = a
+	}
+	a.seen = e.tick
+	return a, when, true
 }
 
 // step advances one alert. blocked means a rule that outranks it holds every

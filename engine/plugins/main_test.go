@@ -1,7 +1,6 @@
 package plugins
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,24 +116,6 @@ func install(t testing.TB, from, to string, mode os.FileMode) {
 	}
 }
 
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // failure is one action.failed the manager emitted.
 type failure struct {
 	failed events.ActionFailed
@@ -146,7 +127,7 @@ type failure struct {
 type harness struct {
 	nc     *nats.Conn
 	m      *Manager
-	logs   *logBuffer
+	logs   *testutil.LogBuffer
 	failed chan failure
 }
 
@@ -154,7 +135,7 @@ func newHarness(t testing.TB, dir string, mods ...func(*Config)) *harness {
 	t.Helper()
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	h := &harness{nc: nc, logs: &logBuffer{}, failed: make(chan failure, 100)}
+	h := &harness{nc: nc, logs: &testutil.LogBuffer{}, failed: make(chan failure, 100)}
 	cfg := Config{
 		Dir:            dir,
 		Host:           hostapi.New(nc),

@@ -1,13 +1,10 @@
 package sampler_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,39 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// logBuffer collects JSON log records from any goroutine.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// records returns every record logged at level.
-func (b *logBuffer) records(t testing.TB, level slog.Level) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if rec["level"] == level.String() {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
-
 // env is one real JetStream server, a client, and a started sampler.
 type env struct {
 	t    testing.TB
@@ -60,7 +24,7 @@ type env struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	s    *sampler.Sampler
-	logs *logBuffer
+	logs *testutil.LogBuffer
 }
 
 func newEnv(t testing.TB, cfg sampler.Config, natsOpts ...nats.Option) *env {
@@ -72,7 +36,7 @@ func newEnv(t testing.TB, cfg sampler.Config, natsOpts ...nats.Option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

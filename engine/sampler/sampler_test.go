@@ -165,7 +165,7 @@ func TestOddMetadataFallsBackAndWarnsOnce(t *testing.T) {
 		}
 	}
 
-	warns := e.logs.records(t, slog.LevelWarn)
+	warns := e.logs.Records(t, slog.LevelWarn)
 	if len(warns) != 2*len(odd) {
 		t.Errorf("%d warnings over three samples, want %d (one per consumer): %v", len(warns), 2*len(odd), warns)
 	}
@@ -191,7 +191,7 @@ func TestOddMetadataFallsBackAndWarnsOnce(t *testing.T) {
 		Metadata: map[string]string{"happen.node": "orders.us", "happen.group": "eu"}})
 	e.sample()
 	e.sample()
-	warns = e.logs.records(t, slog.LevelWarn)
+	warns = e.logs.Records(t, slog.LevelWarn)
 	if len(warns) != 2*len(odd)+1 || warns[len(warns)-1]["value"] != "orders.us" {
 		t.Errorf("after changing node-dot to another odd value: %d warnings, last %v; want one more for orders.us", len(warns), warns[len(warns)-1])
 	}
@@ -430,7 +430,7 @@ func TestUnresponsiveStreamIsUnobserved(t *testing.T) {
 		t.Errorf("SLOW's own state was read and belongs in the snapshot: %+v", snap.Streams)
 	}
 	e.sample()
-	if n := len(e.logs.records(t, slog.LevelWarn)); n != 1 {
+	if n := len(e.logs.Records(t, slog.LevelWarn)); n != 1 {
 		t.Errorf("%d warnings over two ticks, want one when SLOW became unreadable", n)
 	}
 }

@@ -1,7 +1,6 @@
 package pluginhost_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,27 +56,10 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type env struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	logs *logBuffer
+	logs *testutil.LogBuffer
 	p    *pluginhost.Plugin
 }
 
@@ -90,7 +71,7 @@ func start(t *testing.T, mods ...func(*pluginhost.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nc: nc, js: js, logs: &logBuffer{}}
+	e := &env{nc: nc, js: js, logs: &testutil.LogBuffer{}}
 	cfg := pluginhost.Config{
 		Path:   plugins["hostcall"],
 		Host:   hostapi.New(nc),

@@ -44,6 +44,8 @@ func TestMain(m *testing.M) {
 	for _, p := range []string{"alerting", "backpressure", "partition-mode"} {
 		builds = append(builds, [2]string{filepath.Join(dir, "happen-plugin-"+p), "../../plugins/" + p})
 	}
+	// And the example plugin of docs/plugins.md, as `make example` builds it.
+	builds = append(builds, [2]string{filepath.Join(dir, "happen-plugin-incidents"), "../../sdk/example/happen-plugin-incidents"})
 	for _, b := range builds {
 		out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
 		if err != nil {
@@ -343,8 +345,8 @@ func TestEngineHotReload(t *testing.T) {
 }
 
 // The whole loop, as a user runs it: real traffic, a node that dies, the
-// built-in rules' alerting action run in the real plugin process, and the
-// resolve sent when the node comes back.
+// built-in rules' alerting action and the docs' example plugin run in their
+// real plugin processes, and the resolve delivered when the node comes back.
 func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	var mu sync.Mutex
 	var posts []events.Envelope
@@ -369,8 +371,21 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 		return nil
 	}
 
-	p := startEngine(t, []string{"HAPPEN_ALERT_WEBHOOK=" + hook.URL, "HAPPEN_ALERT_FORMAT=json"})
+	// The built-in rules, with the example plugin added to node-failure.
+	withExample := strings.Replace(string(rulesets.Default), "    priority: 20\n    cooldown: 30s\n    actions:\n",
+		"    priority: 20\n    cooldown: 30s\n    actions:\n      - plugin: incidents\n        with: { subject: ops.incidents }\n", 1)
+	if withExample == string(rulesets.Default) {
+		t.Fatal("node-failure's actions not found in the built-in rules")
+	}
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	os.WriteFile(rulesFile, []byte(withExample), 0o644)
+
+	p := startEngine(t, []string{"HAPPEN_ALERT_WEBHOOK=" + hook.URL, "HAPPEN_ALERT_FORMAT=json"}, "--rules", rulesFile)
 	nc := testutil.Connect(t, p.natsURL)
+	summaries, err := nc.SubscribeSync("ops.incidents")
+	if err != nil {
+		t.Fatal(err)
+	}
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -402,6 +417,26 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 		"the resolve is posted when the node is back")
 	if up := posted(events.TypeNodeUp); up.Context.CorrelationID != down.Context.CorrelationID {
 		t.Fatalf("posted node.up %+v does not end the incident %+v", up.Context, down.Context)
+	}
+	// The example plugin summarised the incident when it opened and ended,
+	// and keeps its record in KV.
+	for _, want := range []string{`"status":"open"`, `"status":"resolved"`} {
+		m, err := summaries.NextMsg(20 * time.Second)
+		if err != nil {
+			t.Fatalf("incidents summary %s: %v", want, err)
+		}
+		if !strings.Contains(string(m.Data), want) || !strings.Contains(string(m.Data), down.Context.CorrelationID) {
+			t.Fatalf("summary %s, want %s for incident %s", m.Data, want, down.Context.CorrelationID)
+		}
+	}
+	kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer kcancel()
+	kv, err := js.KeyValue(kctx, "happen_incidents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(kctx, down.Context.CorrelationID); err != nil {
+		t.Fatalf("incident record: %v", err)
 	}
 	if strings.Contains(p.log(), hook.URL) {
 		t.Fatal("the webhook URL, a secret from the environment, appears in the engine log")

@@ -332,7 +332,9 @@ func TestEngineHotReload(t *testing.T) {
 	wa.Kill()
 	var down events.NodeDown
 	waitType(events.TypeNodeDown, 1).Decode(&down)
-	if down.NodeID != "a" || down.Pattern != "node-failure" {
+	// extra.yaml loads first, so at equal priority its copy of the rule is
+	// the one in force: proof the reloaded set, not the first, is running.
+	if down.NodeID != "a" || down.Pattern != "node-failure" || down.Rule != "extra-node-failure" {
 		t.Fatalf("node.down = %+v", down)
 	}
 
@@ -440,5 +442,50 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	}
 	if strings.Contains(p.log(), hook.URL) {
 		t.Fatal("the webhook URL, a secret from the environment, appears in the engine log")
+	}
+}
+
+// An engine started before its NATS server is blind, not broken: it waits,
+// says so on /healthz, and starts watching once the server is up.
+func TestEngineStartedBeforeNATS(t *testing.T) {
+	port := testutil.FreePort(t)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	cmd := exec.Command(happenBin, "engine", "--http", httpAddr)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("HAPPEN_NATS=nats://127.0.0.1:%d", port), "HAPPEN_INTERVAL=250ms")
+	var stderr testutil.LogBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("engine stderr:\n%s", stderr.String())
+		}
+	})
+	p := &engineProc{http: "http://" + httpAddr}
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		code, body := p.get("/healthz")
+		return code == 503 && strings.Contains(body, "not connected")
+	}, "/healthz 503 while NATS is not there")
+
+	opts := testutil.ServerOptions(t)
+	opts.Port = port
+	testutil.StartServer(t, opts)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		code, _ := p.get("/healthz")
+		return code == 200
+	}, "/healthz 200 once NATS is up")
+
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("engine did not stop on SIGINT")
 	}
 }

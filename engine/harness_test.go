@@ -46,18 +46,29 @@ func newWorld(t testing.TB) *world {
 	t.Helper()
 	opts := testutil.ServerOptions(t)
 	srv := testutil.StartServer(t, opts)
-	w := &world{t: t, srv: srv, opts: opts, url: srv.ClientURL(), workers: map[string]*testutil.Worker{}}
+	w := newWorldOn(t, srv, jetstream.StreamConfig{Name: stream, Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage})
+	w.opts = opts
+	return w
+}
+
+// newWorldOn is a world whose clients use srv, which may be one server of
+// a cluster, with the ORDERS stream made from cfg.
+func newWorldOn(t testing.TB, srv *server.Server, cfg jetstream.StreamConfig) *world {
+	t.Helper()
+	w := &world{t: t, srv: srv, url: srv.ClientURL(), workers: map[string]*testutil.Worker{}}
 	nc := testutil.Connect(t, w.url)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.js = js
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
-	}
+	// A new cluster may still be electing its meta leader.
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.CreateStream(ctx, cfg)
+		return err
+	})
 	sub := testutil.Connect(t, w.url)
 	if _, err := sub.Subscribe("happen.events.>", func(m *nats.Msg) {
 		var env events.Envelope
@@ -89,11 +100,17 @@ func (w *world) addNode(id, group string) *testutil.Worker {
 // that a test can cut.
 func (w *world) addNodeVia(url, id, group string) *testutil.Worker {
 	w.t.Helper()
+	return w.addNodeOn(url, stream, id, group)
+}
+
+// addNodeOn is addNodeVia for a consumer of another stream.
+func (w *world) addNodeOn(url, stream, id, group string) *testutil.Worker {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	md := map[string]string{"happen.group": group}
 	if _, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable: id, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "orders.>",
+		Durable: id, AckPolicy: jetstream.AckExplicitPolicy,
 		Metadata: md, AckWait: 30 * time.Second, MaxAckPending: 1000,
 	}); err != nil {
 		w.t.Fatal(err)

@@ -3,43 +3,17 @@ package sampler_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/happen-dev/happen/engine/sampler"
 	"github.com/happen-dev/happen/internal/testutil"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// runCluster starts n JetStream servers routed together on loopback,
-// named s0..sn-1 and tagged node:s0..node:sn-1.
-func runCluster(t *testing.T, n int) []*server.Server {
-	t.Helper()
-	ports := make([]int, n)
-	routes := make([]*url.URL, n)
-	for i := range n {
-		ports[i] = testutil.FreePort(t)
-		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[i])}
-	}
-	servers := make([]*server.Server, n)
-	for i := range n {
-		opts := testutil.ServerOptions(t)
-		opts.ServerName = fmt.Sprintf("s%d", i)
-		opts.Tags = []string{"node:" + opts.ServerName}
-		opts.Cluster.Name = "happen"
-		opts.Cluster.Host = "127.0.0.1"
-		opts.Cluster.Port = ports[i]
-		opts.Routes = routes
-		servers[i] = testutil.StartServer(t, opts)
-	}
-	return servers
-}
-
 func TestCluster(t *testing.T) {
-	servers := runCluster(t, 3)
+	servers := testutil.RunCluster(t, 3)
 	nc := testutil.Connect(t, servers[0].ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -57,11 +57,16 @@ type Engine struct {
 	// downs remembers each open incident's down event per node (or for the
 	// system), for the up event's causation and the resolve action.
 	downs map[string]events.Envelope
+	// store keeps open incidents in JetStream across restarts; stateDone
+	// says the previous run's incidents were restored (or cannot be).
+	store     *incidentStore
+	stateDone bool
 
-	lastOK    atomic.Int64 // unix nanos of the last successful sample
-	blind     bool
-	holdUntil time.Time // after being blind: no incident changes until windows refill
-	status    atomic.Pointer[Status]
+	lastOK     atomic.Int64 // unix nanos of the last successful sample
+	blind      bool
+	blindSince time.Time
+	holdUntil  time.Time // after being blind: no incident changes until windows refill
+	view       atomic.Pointer[view]
 
 	errMu   sync.Mutex
 	errSeen map[string]time.Time // rate-limits expression error logs
@@ -116,7 +121,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	}
 	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError))
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
-	e.status.Store(&Status{Healthy: false, Reason: "starting"})
+	e.view.Store(&view{reason: "starting"})
 	return e
 }
 
@@ -183,7 +188,9 @@ func (e *Engine) Reject(err error) {
 // it is exported for tests that drive time themselves.
 func (e *Engine) Tick(ctx context.Context) {
 	start := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, e.cfg.Interval)
+	// A sample may take longer than one interval (the ticker then skips a
+	// beat); only one that takes much longer makes the engine blind.
+	sctx, cancel := context.WithTimeout(ctx, max(2*e.cfg.Interval, 2*time.Second))
 	snap, err := e.sampler.Sample(sctx)
 	cancel()
 	e.met.sampleSeconds.Observe(time.Since(start).Seconds())
@@ -202,14 +209,22 @@ func (e *Engine) Tick(ctx context.Context) {
 	if e.blind {
 		e.blind = false
 		e.met.blind.Set(0)
-		e.tracker.Reset()
-		e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.cfg.Flow.StallAfter)
-		e.log.Info("sampling resumed; holding incidents while flow windows refill", "hold", e.holdUntil.Sub(snap.At))
+		e.eval.DropPending()
+		// A blind spell shorter than a stall leaves the windows valid: rates
+		// span the gap. A longer one may hide anything, so start afresh.
+		if gap := time.Since(e.blindSince); gap >= e.cfg.Flow.StallAfter {
+			e.tracker.Reset()
+			e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.cfg.Flow.StallAfter)
+			e.log.Info("sampling resumed; holding incidents while flow windows refill", "blind", gap.Round(time.Millisecond), "hold", e.holdUntil.Sub(snap.At))
+		} else {
+			e.log.Info("sampling resumed", "blind", gap.Round(time.Millisecond))
+		}
 	}
 	e.lastOK.Store(time.Now().UnixNano())
 
 	st := e.tracker.Update(snap)
 	now := snap.At
+	e.restore(ctx, now, st, &snap)
 
 	select {
 	case r := <-e.reloads:
@@ -226,19 +241,19 @@ func (e *Engine) Tick(ctx context.Context) {
 	}
 	e.emit(ctx, trs, st)
 	e.met.observe(st)
-	e.status.Store(e.buildStatus(st, snap))
+	e.view.Store(e.newView(st))
 }
 
 func (e *Engine) goBlind(err error) {
 	if !e.blind {
 		e.log.Warn("engine is blind: cannot sample JetStream; reporting nothing about nodes until it can", "error", err)
+		e.blindSince = time.Now()
 	}
 	e.blind = true
 	e.met.blind.Set(1)
-	old := e.status.Load()
-	s := *old
-	s.Healthy, s.Blind, s.Reason = false, true, err.Error()
-	e.status.Store(&s)
+	v := *e.view.Load()
+	v.blind, v.reason = true, err.Error()
+	e.view.Store(&v)
 }
 
 func (e *Engine) applyReload(ctx context.Context, r reload, now time.Time, st *flow.State) {
@@ -255,6 +270,7 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 	if len(trs) == 0 {
 		return
 	}
+	defer e.persist(ctx, trs)
 	byKey := indexNodes(st)
 	for _, tr := range trs {
 		inc := tr.Incident

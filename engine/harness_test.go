@@ -136,21 +136,28 @@ func (w *world) startEngine(set *rules.Set) {
 	}
 	w.eng = engine.New(nc, set, engine.Config{Interval: time.Second, Logger: log, Instance: "test"})
 	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel, w.done = cancel, make(chan struct{})
+	done := make(chan struct{})
+	w.cancel, w.done = cancel, done
 	go func() {
-		defer close(w.done)
+		defer close(done)
 		if err := w.eng.Run(ctx); err != nil {
 			w.t.Errorf("engine run: %v", err)
 		}
 	}()
 	w.t.Cleanup(func() {
 		cancel()
-		<-w.done
+		<-done
 	})
 	// Ready once it has seen every node.
 	testutil.Eventually(w.t, 15*time.Second, func() bool {
 		return len(w.eng.Status().Nodes) >= len(w.workers)
 	}, "engine sees %d nodes", len(w.workers))
+}
+
+// stopEngine stops the engine as SIGTERM would.
+func (w *world) stopEngine() {
+	w.cancel()
+	<-w.done
 }
 
 func defaultSet(t testing.TB) *rules.Set {

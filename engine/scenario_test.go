@@ -286,3 +286,32 @@ func TestScenarioDeletedConsumerLeavesWithoutAlert(t *testing.T) {
 		t.Fatalf("want node.down then node.up only: %s", summary(w.all()))
 	}
 }
+
+// The engine is redeployed in the middle of an incident. The new one
+// picks the incident up from JetStream: no second node.down under a new
+// id while the node is still dead, and the node.up that ends it carries the
+// original correlationId.
+func TestScenarioIncidentSurvivesEngineRestart(t *testing.T) {
+	t.Parallel()
+	w := twoZones(t)
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(4)
+
+	w.workers["eu-2"].Kill()
+	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
+	w.stopEngine()
+	w.startEngine(nil)
+	w.ticks(8) // past the new engine's warm-up, the node still dead
+	if n := len(w.ofType(events.TypeNodeDown)); n != 1 {
+		t.Fatalf("the restarted engine raised the incident again: %s", summary(w.all()))
+	}
+	w.workers["eu-2"].Start()
+	ups := w.waitEvents(events.TypeNodeUp, 1, 20*time.Second)
+	if ups[0].Context.CorrelationID != downs[0].Context.CorrelationID || ups[0].Context.CausationID != downs[0].Context.ID {
+		t.Fatalf("node.up %+v does not end the incident %+v", ups[0].Context, downs[0].Context)
+	}
+	if evs := w.all(); len(evs) != 2 {
+		t.Fatalf("want node.down then node.up: %s", summary(evs))
+	}
+}

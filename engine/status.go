@@ -41,6 +41,8 @@ type IncidentState struct {
 	Subject string    `json:"subject,omitempty"`
 	Since   time.Time `json:"since"`
 	Nodes   []string  `json:"nodes"`
+
+	keys []flow.NodeKey
 }
 
 // RulesStatus names the rules in force.
@@ -49,14 +51,65 @@ type RulesStatus struct {
 	Count int      `json:"count"`
 }
 
+// view is what a tick leaves for Status: the flow state (never changed
+// after the tick) and a copy of the open incidents. Status builds its node
+// list from it only when asked, keeping that work off the tick.
+type view struct {
+	st        *flow.State
+	incidents []IncidentState
+	rules     RulesStatus
+	blind     bool
+	reason    string
+}
+
 // Status returns the state as of the last tick. Healthy is computed now:
 // false once no sample has succeeded for two intervals.
 func (e *Engine) Status() *Status {
-	s := *e.status.Load()
+	v := e.view.Load()
+	s := &Status{
+		Healthy:    true,
+		Blind:      v.blind,
+		Reason:     v.reason,
+		Nodes:      []NodeStatus{},
+		Unobserved: []string{},
+		Groups:     []flow.Group{},
+		Incidents:  v.incidents,
+		Rules:      v.rules,
+	}
+	if s.Incidents == nil {
+		s.Incidents = []IncidentState{}
+	}
 	if ok, why := e.Health(); !ok {
 		s.Healthy, s.Reason = false, why
 	}
-	return &s
+	if v.st == nil {
+		return s
+	}
+	st := v.st
+	s.At, s.System = st.At, st.System
+	if st.Groups != nil {
+		s.Groups = st.Groups
+	}
+	s.Nodes = make([]NodeStatus, len(st.Nodes))
+	byKey := make(map[flow.NodeKey]*NodeStatus, len(st.Nodes))
+	for i := range st.Nodes {
+		s.Nodes[i] = NodeStatus{Node: st.Nodes[i], State: "ok"}
+		byKey[st.Nodes[i].Key] = &s.Nodes[i]
+	}
+	for _, k := range st.Unobserved {
+		s.Unobserved = append(s.Unobserved, k.String())
+	}
+	for _, inc := range v.incidents {
+		if inc.Emit == "system.down" {
+			continue
+		}
+		for _, k := range inc.keys {
+			if n := byKey[k]; n != nil {
+				n.State, n.Pattern, n.Incident = "down", inc.Pattern, inc.ID
+			}
+		}
+	}
+	return s
 }
 
 // Health reports whether the engine is connected and sampling.
@@ -74,47 +127,33 @@ func (e *Engine) Health() (bool, string) {
 	return true, ""
 }
 
-func (e *Engine) buildStatus(st *flow.State, snap flow.Snapshot) *Status {
+// newView copies what Status needs from this tick: the open incidents are
+// the evaluator's and change on the next tick.
+func (e *Engine) newView(st *flow.State) *view {
 	set := e.eval.Set()
-	s := &Status{
-		At:         snap.At,
-		Healthy:    true,
-		Groups:     st.Groups,
-		System:     st.System,
-		Nodes:      make([]NodeStatus, len(st.Nodes)),
-		Unobserved: make([]string, 0, len(st.Unobserved)),
-		Incidents:  []IncidentState{},
-		Rules:      RulesStatus{Files: set.Files, Count: len(set.Rules)},
-	}
-	byKey := make(map[flow.NodeKey]*NodeStatus, len(st.Nodes))
-	for i := range st.Nodes {
-		s.Nodes[i] = NodeStatus{Node: st.Nodes[i], State: "ok"}
-		byKey[st.Nodes[i].Key] = &s.Nodes[i]
-	}
-	for _, k := range st.Unobserved {
-		s.Unobserved = append(s.Unobserved, k.String())
-	}
+	v := &view{st: st, rules: RulesStatus{Files: set.Files, Count: len(set.Rules)}}
+	var ids map[flow.NodeKey]string
 	for _, inc := range e.eval.Active() {
-		is := IncidentState{
-			ID: inc.ID, Rule: inc.Rule.Name, Pattern: inc.Rule.Pattern, Level: inc.Rule.Level,
-			Emit: inc.Rule.Emit, Subject: inc.Subject, Since: inc.Since, Nodes: []string{},
-		}
-		for _, k := range inc.Nodes {
-			n := byKey[k]
-			is.Nodes = append(is.Nodes, nodeID(nodeOf(n), k))
-			if n != nil && inc.Rule.Emit != "system.down" {
-				n.State, n.Pattern, n.Incident = "down", inc.Rule.Pattern, inc.ID
+		if ids == nil {
+			ids = make(map[flow.NodeKey]string, len(st.Nodes))
+			for i := range st.Nodes {
+				ids[st.Nodes[i].Key] = st.Nodes[i].ID
 			}
 		}
-		s.Incidents = append(s.Incidents, is)
+		is := IncidentState{
+			ID: inc.ID, Rule: inc.Rule.Name, Pattern: inc.Rule.Pattern, Level: inc.Rule.Level,
+			Emit: inc.Rule.Emit, Subject: inc.Subject, Since: inc.Since,
+			Nodes: make([]string, 0, len(inc.Nodes)), keys: append([]flow.NodeKey(nil), inc.Nodes...),
+		}
+		for _, k := range inc.Nodes {
+			id := ids[k]
+			if id == "" {
+				id = k.Consumer
+			}
+			is.Nodes = append(is.Nodes, id)
+		}
+		v.incidents = append(v.incidents, is)
 	}
-	sort.Slice(s.Incidents, func(i, j int) bool { return s.Incidents[i].Since.Before(s.Incidents[j].Since) })
-	return s
-}
-
-func nodeOf(n *NodeStatus) *flow.Node {
-	if n == nil {
-		return nil
-	}
-	return &n.Node
+	sort.Slice(v.incidents, func(i, j int) bool { return v.incidents[i].Since.Before(v.incidents[j].Since) })
+	return v
 }

@@ -91,7 +91,7 @@ type alert struct {
 type Evaluator struct {
 	set       *Set
 	alerts    map[alertKey]*alert
-	cooldowns map[alertKey]time.Time // when the last incident of a key ended
+	cooldowns map[alertKey]time.Time // until when a key may not fire again
 	tick      uint64
 
 	m       vm.VM
@@ -170,6 +170,47 @@ func (e *Evaluator) Swap(set *Set, now time.Time) []Transition {
 	return out
 }
 
+// Restore reopens an incident a previous run of the engine left open. Its
+// rule is found in the set by fingerprint; false means the rule is gone or
+// changed, and the caller should end the incident. The alert is firing and
+// is judged again once its nodes are observed and warmed up.
+func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.Time, nodes []flow.NodeKey) (*Incident, bool) {
+	var r *Rule
+	for _, c := range e.set.Rules {
+		if c.Fingerprint == fingerprint {
+			r = c
+			break
+		}
+	}
+	if r == nil {
+		return nil, false
+	}
+	key := alertKey{rule: fingerprint}
+	switch r.Scope {
+	case ScopeNode:
+		if len(nodes) != 1 {
+			return nil, false
+		}
+		key.node = nodes[0]
+	case ScopeGroup:
+		key.group = subject
+	}
+	inc := &Incident{ID: id, Rule: r, Subject: subject, Since: since, Nodes: nodes}
+	e.alerts[key] = &alert{rule: r, key: key, state: firing, activeAt: since, incident: inc, seen: e.tick}
+	return inc, true
+}
+
+// DropPending makes every pending alert start over, as after a spell of
+// blindness: a condition not seen to hold throughout its `for` must not
+// fire on the strength of what was seen before.
+func (e *Evaluator) DropPending() {
+	for k, a := range e.alerts {
+		if a.state == pending {
+			delete(e.alerts, k)
+		}
+	}
+}
+
 // Active returns the open incidents, for status pages.
 func (e *Evaluator) Active() []*Incident {
 	var out []*Incident
@@ -200,9 +241,9 @@ func (e *Evaluator) Eval(now time.Time, st *flow.State) []Transition {
 			e.evalSystem(now, st, r)
 		}
 	}
-	e.sweep()
-	for k, t := range e.cooldowns {
-		if r := e.ruleByFingerprint(k.rule); r == nil || now.Sub(t) >= r.Cooldown {
+	e.sweep(now, st)
+	for k, until := range e.cooldowns {
+		if !now.Before(until) {
 			delete(e.cooldowns, k)
 		}
 	}
@@ -235,8 +276,13 @@ func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
 	env.System = &st.System
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
+		key := alertKey{rule: r.Fingerprint, node: n.Key}
+		if n.Warming {
+			e.freeze(key, i)
+			continue
+		}
 		env.Node, env.Group = n, st.GroupOf(n)
-		a, when, ok := e.match(r, alertKey{rule: r.Fingerprint, node: n.Key}, env)
+		a, when, ok := e.match(r, key, env)
 		if a == nil {
 			continue
 		}
@@ -264,10 +310,21 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 	for gi := range st.Groups {
 		g := &st.Groups[gi]
 		idx := e.members[g.Name]
+		key := alertKey{rule: r.Fingerprint, group: g.Name}
+		if anyWarming(st, idx) {
+			e.freeze(key, idx...)
+			continue
+		}
 		env.Group = g
-		a, when, ok := e.match(r, alertKey{rule: r.Fingerprint, group: g.Name}, env)
+		a, when, ok := e.match(r, key, env)
 		if a == nil {
 			continue
+		}
+		if ok && a.state == firing {
+			e.supersede(a, st, idx, now)
+			if a.incident == nil {
+				continue
+			}
 		}
 		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
 		if !ok || e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
@@ -279,14 +336,31 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	env := &e.sysEnv
 	env.System = &st.System
-	a, when, ok := e.match(r, alertKey{rule: r.Fingerprint}, env)
+	key := alertKey{rule: r.Fingerprint}
+	var idx []int
+	warming := 0
+	for i := range st.Nodes {
+		n := &st.Nodes[i]
+		if n.Lagging || n.Stalled {
+			idx = append(idx, i)
+		}
+		if n.Warming {
+			warming++
+		}
+	}
+	if warming > 0 && 2*warming >= len(st.Nodes) {
+		// Most of the system cannot be judged yet.
+		e.freeze(key)
+		return
+	}
+	a, when, ok := e.match(r, key, env)
 	if a == nil || !ok {
 		return
 	}
-	var idx []int
-	for i := range st.Nodes {
-		if st.Nodes[i].Lagging || st.Nodes[i].Stalled {
-			idx = append(idx, i)
+	if a.state == firing {
+		e.supersede(a, st, idx, now)
+		if a.incident == nil {
+			return
 		}
 	}
 	nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
@@ -294,6 +368,66 @@ func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	if e.step(now, a, when, env, blocked, nodes) {
 		e.claimAll(a, idx)
 	}
+}
+
+// freeze keeps a firing alert as it is, holding its nodes, while its
+// subject cannot be judged (a node warming up after a gap or a failover);
+// a pending alert is left unseen, so it starts over.
+func (e *Evaluator) freeze(key alertKey, idx ...int) {
+	a := e.alerts[key]
+	if a == nil || a.state != firing {
+		return
+	}
+	a.seen = e.tick
+	for _, i := range idx {
+		e.claim(a, i)
+	}
+}
+
+// supersede ends the part of a firing group incident on nodes that a rule
+// outranking it now holds, so each node carries one down.
+func (e *Evaluator) supersede(a *alert, st *flow.State, idx []int, now time.Time) {
+	inc := a.incident
+	taken := map[flow.NodeKey]bool{}
+	for _, i := range idx {
+		if e.claims[i] == 2 {
+			taken[st.Nodes[i].Key] = true
+		}
+	}
+	if len(taken) == 0 {
+		return
+	}
+	if inc.Rule.Emit == events.TypeSystemDown {
+		if len(taken) < len(inc.Nodes) {
+			return
+		}
+		e.out = e.resolve(e.out, a, now, events.ReasonSuperseded)
+		delete(e.alerts, a.key)
+		return
+	}
+	kept := make([]flow.NodeKey, 0, len(inc.Nodes))
+	for _, k := range inc.Nodes {
+		if taken[k] {
+			e.out = append(e.out, Transition{Kind: Resolve, Incident: inc, Node: k, Reason: events.ReasonSuperseded, At: now})
+		} else {
+			kept = append(kept, k)
+		}
+	}
+	inc.Nodes = kept
+	if len(kept) == 0 {
+		e.cooldowns[a.key] = now.Add(inc.Rule.Cooldown)
+		a.incident = nil
+		delete(e.alerts, a.key)
+	}
+}
+
+func anyWarming(st *flow.State, idx []int) bool {
+	for _, i := range idx {
+		if st.Nodes[i].Warming {
+			return true
+		}
+	}
+	return false
 }
 
 // match runs r's condition for one subject and returns the subject's alert,
@@ -337,7 +471,7 @@ func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bo
 		if now.Sub(a.activeAt) < r.For || blocked {
 			return true
 		}
-		if ended, ok := e.cooldowns[a.key]; ok && now.Sub(ended) < r.Cooldown {
+		if until, ok := e.cooldowns[a.key]; ok && now.Before(until) {
 			return true
 		}
 		keys := nodes()
@@ -388,7 +522,7 @@ func (e *Evaluator) resolve(out []Transition, a *alert, now time.Time, reason st
 	if inc == nil {
 		return out
 	}
-	e.cooldowns[a.key] = now
+	e.cooldowns[a.key] = now.Add(inc.Rule.Cooldown)
 	a.incident = nil
 	if inc.Rule.Emit == events.TypeSystemDown {
 		return append(out, Transition{Kind: Resolve, Incident: inc, Reason: reason, At: now})
@@ -401,10 +535,38 @@ func (e *Evaluator) resolve(out []Transition, a *alert, now time.Time, reason st
 
 // sweep handles alerts not evaluated this tick: their subject is unobserved
 // or gone. A pending alert starts over (its condition was not seen to hold
-// throughout); a firing one is frozen as it is.
-func (e *Evaluator) sweep() {
+// throughout); a firing one is frozen as it is, unless its group is gone
+// while its nodes are all still there.
+func (e *Evaluator) sweep(now time.Time, st *flow.State) {
+	var judged map[flow.NodeKey]bool
 	for key, a := range e.alerts {
-		if a.seen != e.tick && a.state == pending {
+		if a.seen == e.tick {
+			continue
+		}
+		if a.state == pending {
+			delete(e.alerts, key)
+			continue
+		}
+		// A firing group incident whose group is gone while every node it
+		// holds is still observed and judged: the nodes were regrouped, and
+		// the condition behind it no longer stands.
+		if key.group == "" || a.incident == nil {
+			continue
+		}
+		if judged == nil {
+			judged = make(map[flow.NodeKey]bool, len(st.Nodes))
+			for i := range st.Nodes {
+				if !st.Nodes[i].Warming {
+					judged[st.Nodes[i].Key] = true
+				}
+			}
+		}
+		all := true
+		for _, k := range a.incident.Nodes {
+			all = all && judged[k]
+		}
+		if all {
+			e.out = e.resolve(e.out, a, now, events.ReasonCleared)
 			delete(e.alerts, key)
 		}
 	}
@@ -445,7 +607,7 @@ func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
 		}
 		inc.Nodes = kept
 		if len(kept) == 0 && inc.Rule.Emit != events.TypeSystemDown {
-			e.cooldowns[key] = now
+			e.cooldowns[key] = now.Add(inc.Rule.Cooldown)
 			delete(e.alerts, key)
 		}
 	}
@@ -484,13 +646,4 @@ func allClaimed(claims []int8, idx []int) bool {
 		}
 	}
 	return len(idx) > 0
-}
-
-func (e *Evaluator) ruleByFingerprint(fp string) *Rule {
-	for _, r := range e.set.Rules {
-		if r.Fingerprint == fp {
-			return r
-		}
-	}
-	return nil
 }

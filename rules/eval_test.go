@@ -360,3 +360,99 @@ rules:
 		t.Fatalf("transitions %q, errors %v", transitions(trs), errs)
 	}
 }
+
+const stallRule = `
+version: 1
+name: t
+rules:
+  - name: fail
+    when: node.stalled
+    pattern: node-failure
+`
+
+// 11. A node warming up after a gap is not judged: its incident neither
+// resolves (its stall clock restarted) nor does a new one fire.
+func TestEvalWarmingFreezes(t *testing.T) {
+	e := NewEvaluator(mustSet(t, stallRule))
+	if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "n1", stalled: true, waiting: 5}))); got != "fire fail n1" {
+		t.Fatalf("t=0: %q", got)
+	}
+	warm := flowState(nodeSpec{id: "n1", waiting: 5})
+	warm.Nodes[0].Warming = true
+	if got := transitions(e.Eval(at(1), warm)); got != "" {
+		t.Fatalf("warming: %q, want the incident frozen", got)
+	}
+	if len(e.Active()) != 1 {
+		t.Fatal("the incident must stay open while the node warms up")
+	}
+	if got := transitions(e.Eval(at(2), flowState(nodeSpec{id: "n1", stalled: true, waiting: 5}))); got != "" {
+		t.Fatalf("still stalled: %q", got)
+	}
+	if got := transitions(e.Eval(at(3), flowState(nodeSpec{id: "n1", waiting: 5}))); got != "resolve fail n1" {
+		t.Fatalf("judged and cleared: %q", got)
+	}
+}
+
+// 12. A group incident whose group is gone while its nodes are still
+// observed (they were regrouped) ends; one whose nodes are unobserved stays.
+func TestEvalGroupGoneWhileNodesRemain(t *testing.T) {
+	e := NewEvaluator(mustSet(t, groupRule))
+	if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "a1", group: "a", stalled: true, waiting: 5}, nodeSpec{id: "a2", group: "a", stalled: true, waiting: 5}))); got != "fire part a1; fire part a2" {
+		t.Fatalf("t=0: %q", got)
+	}
+	gone := flowState(nodeSpec{id: "x1"})
+	gone.Unobserved = []flow.NodeKey{{Stream: "S", Consumer: "a1"}, {Stream: "S", Consumer: "a2"}}
+	if got := transitions(e.Eval(at(1), gone)); got != "" {
+		t.Fatalf("nodes unobserved: %q, want frozen", got)
+	}
+	regrouped := flowState(nodeSpec{id: "a1", group: "b"}, nodeSpec{id: "a2", group: "b"})
+	if got := transitions(e.Eval(at(2), regrouped)); got != "resolve part a1; resolve part a2" {
+		t.Fatalf("regrouped: %q", got)
+	}
+}
+
+// 13. A rule that outranks a firing group incident takes over the nodes it
+// now holds; the group incident keeps the rest.
+func TestEvalGroupIncidentSuperseded(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: outage
+    scope: system
+    when: system.stalledFraction >= 0.75
+    pattern: outage
+    priority: 50
+  - name: part
+    scope: group
+    when: group.size >= 2 && group.stalledFraction >= 0.75
+    pattern: partition
+    priority: 10
+`))
+	st := flowState(nodeSpec{id: "a1", group: "a", stalled: true}, nodeSpec{id: "a2", group: "a", stalled: true},
+		nodeSpec{id: "b1", group: "b"}, nodeSpec{id: "b2", group: "b"})
+	if got := transitions(e.Eval(at(0), st)); got != "fire part a1; fire part a2" {
+		t.Fatalf("t=0: %q", got)
+	}
+	st = flowState(nodeSpec{id: "a1", group: "a", stalled: true}, nodeSpec{id: "a2", group: "a", stalled: true},
+		nodeSpec{id: "b1", group: "b", stalled: true}, nodeSpec{id: "b2", group: "b"})
+	if got := transitions(e.Eval(at(1), st)); got != "fire outage; resolve part a1 superseded; resolve part a2 superseded" {
+		t.Fatalf("takeover: %q", got)
+	}
+	if n := len(e.Active()); n != 1 {
+		t.Fatalf("%d incidents open, want only the outage", n)
+	}
+}
+
+// 14. After blindness, pending alerts start over.
+func TestEvalDropPending(t *testing.T) {
+	e := NewEvaluator(mustSet(t, lagRule))
+	e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50}))
+	e.DropPending()
+	if got := transitions(e.Eval(at(3), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "" {
+		t.Fatalf("fired on a `for` not seen to hold: %q", got)
+	}
+	if got := transitions(e.Eval(at(6), flowState(nodeSpec{id: "n1", waiting: 50}))); got != "fire lag n1" {
+		t.Fatalf("after a full `for`: %q", got)
+	}
+}

@@ -53,6 +53,10 @@ func LoadPaths(paths []string, opts LoadOptions) (*Set, error) {
 			return nil, fmt.Errorf("load rulesets: %w", err)
 		}
 		names := []string{p}
+		if !st.IsDir() && !st.Mode().IsRegular() {
+			// A pipe or device would block the read, or never end.
+			return nil, fmt.Errorf("load rulesets: %s is not a regular file", p)
+		}
 		if st.IsDir() {
 			entries, err := os.ReadDir(p)
 			if err != nil {
@@ -60,9 +64,16 @@ func LoadPaths(paths []string, opts LoadOptions) (*Set, error) {
 			}
 			names = names[:0]
 			for _, e := range entries {
-				if !e.IsDir() && isRulesFile(e.Name()) {
-					names = append(names, filepath.Join(p, e.Name()))
+				if e.IsDir() || !isRulesFile(e.Name()) {
+					continue
 				}
+				name := filepath.Join(p, e.Name())
+				// Stat follows symlinks (ConfigMap mounts are made of them);
+				// anything but a regular file is skipped, not read.
+				if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
+					continue
+				}
+				names = append(names, name)
 			}
 			if len(names) == 0 {
 				diags = append(diags, Diagnostic{Pos: Position{File: p}, Msg: "no ruleset files (*.yaml or *.yml) in folder"})

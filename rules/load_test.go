@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -466,5 +467,25 @@ rules:
 	}
 	if !reflect.DeepEqual(rs.Rules[0].Actions, rs.Rules[1].Actions) || len(rs.Rules[1].Actions) != 1 {
 		t.Errorf("aliased actions differ: %+v vs %+v", rs.Rules[0].Actions, rs.Rules[1].Actions)
+	}
+}
+
+// A pipe named like a ruleset is skipped in a folder and refused by name:
+// reading it would block the engine.
+func TestLoadSkipsNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "good.yaml"), []byte("version: 1\nname: g\nrules:\n  - name: r\n    when: node.stalled\n    pattern: p\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "pipe.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	set, err := LoadPaths([]string{dir}, LoadOptions{})
+	if err != nil || len(set.Files) != 1 {
+		t.Fatalf("folder with a pipe: %v, %+v", err, set)
+	}
+	if _, err := LoadPaths([]string{fifo}, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("pipe by name: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -151,7 +152,9 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every series, the runtime's too, is prefixed happen_.
+	prometheus.WrapRegistererWithPrefix("happen_", reg).MustRegister(
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Plugins start before the rules load, so rules are checked against
 	// the plugins really installed.
@@ -181,7 +184,7 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	// not missed.
 	var watcher *rules.Watcher
 	if f.rules != "" {
-		if watcher, err = rules.NewWatcher([]string{f.rules}, ropts, 250*time.Millisecond); err != nil {
+		if watcher, err = rules.NewWatcher([]string{f.rules}, ropts, 250*time.Millisecond, rules.WatchLogger(log)); err != nil {
 			return &exitError{code: 1, err: err}
 		}
 	}
@@ -201,8 +204,10 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		"plugins", len(mgr.Plugins()), "interval", f.interval, "dryRun", f.dryRun)
 
 	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup // the goroutines below; all end with runCtx
+	defer wg.Wait()
 	defer cancel()
-	httpDone := make(<-chan error)
+	var httpDone <-chan error
 	if !strings.EqualFold(f.http, "off") {
 		_, done, err := httpapi.Serve(runCtx, f.http, httpapi.Handler(eng, reg), log)
 		if err != nil {
@@ -211,13 +216,17 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		httpDone = done
 	}
 	if watcher != nil {
-		go watcher.Run(runCtx, func(s *rules.Set, err error) {
-			if err != nil {
-				eng.Reject(err)
-				return
-			}
-			eng.Reload(s)
-		})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			watcher.Run(runCtx, func(s *rules.Set, err error) {
+				if err != nil {
+					eng.Reject(err)
+					return
+				}
+				eng.Reload(s)
+			})
+		}()
 	}
 
 	engDone := make(chan error, 1)
@@ -230,8 +239,12 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		}
 		cancel()
 		<-engDone
+		httpDone = nil
 	}
 	cancel()
+	if httpDone != nil {
+		<-httpDone // the server has shut down
+	}
 	log.Info("engine stopping")
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return &exitError{code: 1, err: err}

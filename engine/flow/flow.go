@@ -40,6 +40,11 @@ type ConsumerSample struct {
 	LastDelivery time.Time // zero if never or unknown
 	LastAck      time.Time // last ack of any message; zero if none since the server started
 
+	// Leader is the server leading the consumer (clustered JetStream), empty
+	// otherwise. A change is a failover: pull requests are lost with the old
+	// leader and clients take a while to ask again.
+	Leader string
+
 	Push      bool
 	PushBound bool
 	Paused    bool
@@ -103,6 +108,10 @@ type Node struct {
 	StalledSeconds      float64 `expr:"stalledSeconds" json:"stalledSeconds"` // since the stall began; 0 when not stalled
 	Lagging             bool    `expr:"lagging" json:"lagging"`
 	ObservedSeconds     float64 `expr:"observedSeconds" json:"observedSeconds"` // how long the engine has watched it without a gap
+	// Warming is true while the node's flow cannot be judged yet: just
+	// (re)observed after a gap or an engine reset, or just failed over to
+	// another consumer leader. Rules neither fire nor resolve on it then.
+	Warming bool `expr:"warming" json:"warming"`
 
 	Push      bool `expr:"push" json:"push"`
 	PushBound bool `expr:"pushBound" json:"pushBound"`

@@ -1,0 +1,223 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StateBucket is the JetStream KV bucket where the engine keeps its open
+// incidents, so that a restart neither forgets one (its up event, its
+// plugins' undo) nor raises it again under a new correlationId.
+const StateBucket = "happen_engine"
+
+// incidentRecord is one open incident as stored, with what is needed to
+// end it even if its rule is gone by the time the engine is back.
+type incidentRecord struct {
+	ID          string                     `json:"id"`
+	Fingerprint string                     `json:"fingerprint"`
+	Rule        string                     `json:"rule"`
+	Pattern     string                     `json:"pattern"`
+	Emit        string                     `json:"emit"`
+	Actions     []rules.Action             `json:"actions,omitempty"`
+	Subject     string                     `json:"subject,omitempty"`
+	Since       time.Time                  `json:"since"`
+	Nodes       []flow.NodeKey             `json:"nodes"`
+	Downs       map[string]events.Envelope `json:"downs"` // the down event of each node ("/" for the system)
+}
+
+type incidentStore struct {
+	kv jetstream.KeyValue
+}
+
+func recordKey(id string) string { return "incident." + id }
+
+// openStore makes sure the bucket exists. It fails for good (permanent)
+// when the account cannot have it, and for now when JetStream did not
+// answer in time.
+func openStore(ctx context.Context, js jetstream.JetStream) (s *incidentStore, permanent bool, err error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      StateBucket,
+		Description: "happen engine state: open incidents",
+		History:     1,
+	})
+	if err != nil {
+		var apiErr *jetstream.APIError
+		return nil, errors.As(err, &apiErr), fmt.Errorf("open engine state bucket %s: %w", StateBucket, err)
+	}
+	return &incidentStore{kv: kv}, false, nil
+}
+
+func (s *incidentStore) load(ctx context.Context) ([]incidentRecord, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", StateBucket, err)
+	}
+	var out []incidentRecord
+	for key := range lister.Keys() {
+		entry, err := s.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%s: %w", StateBucket, key, err)
+		}
+		var rec incidentRecord
+		if err := json.Unmarshal(entry.Value(), &rec); err != nil || rec.ID == "" {
+			// Not ours to understand; leave it rather than lose it.
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+func (s *incidentStore) put(ctx context.Context, rec incidentRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.kv.Put(ctx, recordKey(rec.ID), b)
+	return err
+}
+
+func (s *incidentStore) remove(ctx context.Context, id string) error {
+	err := s.kv.Delete(ctx, recordKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// restore opens the store on the first tick that can, and reopens the
+// incidents a previous run left: those whose rule is still in force go on
+// (judged again once their nodes are observed); the others end, with their
+// up events and resolve actions, as a reload would end them.
+func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, snap *flow.Snapshot) {
+	if e.stateDone {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	js, err := jetstream.New(e.nc)
+	if err == nil {
+		var permanent bool
+		e.store, permanent, err = openStore(rctx, js)
+		if permanent {
+			e.stateDone = true
+			e.log.Warn("engine state not kept: open incidents will not survive a restart", "error", err)
+			return
+		}
+	}
+	if err != nil {
+		e.log.Debug("engine state not reachable yet", "error", err)
+		return
+	}
+	recs, err := e.store.load(rctx)
+	if err != nil {
+		e.store = nil
+		e.log.Debug("engine state not readable yet", "error", err)
+		return
+	}
+	e.stateDone = true
+	// What exists now, read or not: a restored node absent from it was
+	// deleted while the engine was away, and has left.
+	exists := map[flow.NodeKey]bool{}
+	for i := range st.Nodes {
+		exists[st.Nodes[i].Key] = true
+	}
+	for _, k := range snap.Unobserved {
+		exists[k] = true
+	}
+	unread := map[string]bool{}
+	for _, name := range snap.UnobservedStreams {
+		unread[name] = true
+	}
+	var ended []rules.Transition
+	var left []flow.NodeKey
+	for _, rec := range recs {
+		for k, env := range rec.Downs {
+			e.downs[rec.ID+"|"+k] = env
+		}
+		if _, ok := e.eval.Restore(rec.Fingerprint, rec.Subject, rec.ID, rec.Since, rec.Nodes); ok {
+			e.log.Info("incident restored", "id", rec.ID, "rule", rec.Rule, "nodes", len(rec.Nodes))
+			for _, k := range rec.Nodes {
+				if !exists[k] && !unread[k.Stream] {
+					left = append(left, k)
+				}
+			}
+			continue
+		}
+		gone := &rules.Incident{ID: rec.ID, Since: rec.Since, Nodes: rec.Nodes, Subject: rec.Subject,
+			Rule: &rules.Rule{Name: rec.Rule, Pattern: rec.Pattern, Emit: rec.Emit, Actions: rec.Actions}}
+		if rec.Emit == events.TypeSystemDown {
+			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Reason: events.ReasonRemoved, At: now})
+			continue
+		}
+		for _, k := range rec.Nodes {
+			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Node: k, Reason: events.ReasonRemoved, At: now})
+		}
+	}
+	ended = append(ended, e.eval.Leave(now, left)...)
+	if len(ended) > 0 {
+		e.emit(ctx, ended, st)
+	}
+}
+
+// persist writes what this tick changed: the record of every incident a
+// transition touched, or its removal once it has ended.
+func (e *Engine) persist(ctx context.Context, trs []rules.Transition) {
+	if e.store == nil || len(trs) == 0 {
+		return
+	}
+	active := map[string]*rules.Incident{}
+	for _, inc := range e.eval.Active() {
+		active[inc.ID] = inc
+	}
+	done := map[string]bool{}
+	// Saved even when the engine is stopping in the middle of the tick.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	for _, tr := range trs {
+		id := tr.Incident.ID
+		if done[id] {
+			continue
+		}
+		done[id] = true
+		var err error
+		if inc, ok := active[id]; ok {
+			err = e.store.put(pctx, e.record(inc))
+		} else {
+			err = e.store.remove(pctx, id)
+		}
+		if err != nil {
+			e.log.Warn("engine state not saved; this incident may not survive a restart", "incident", id, "error", err)
+		}
+	}
+}
+
+func (e *Engine) record(inc *rules.Incident) incidentRecord {
+	r := inc.Rule
+	rec := incidentRecord{
+		ID: inc.ID, Fingerprint: r.Fingerprint, Rule: r.Name, Pattern: r.Pattern, Emit: r.Emit,
+		Actions: r.Actions, Subject: inc.Subject, Since: inc.Since, Nodes: inc.Nodes,
+		Downs: map[string]events.Envelope{},
+	}
+	keys := inc.Nodes
+	if r.Emit == events.TypeSystemDown {
+		keys = []flow.NodeKey{{}}
+	}
+	for _, k := range keys {
+		if env, ok := e.downs[inc.ID+"|"+k.String()]; ok {
+			rec.Downs[k.String()] = env
+		}
+	}
+	return rec
+}

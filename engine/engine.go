@@ -100,6 +100,9 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	if cfg.Flow.WarmUp == 0 {
 		cfg.Flow.WarmUp = max(3*time.Second, 3*cfg.Interval)
 	}
+	if cfg.Flow.FailoverGrace == 0 {
+		cfg.Flow.FailoverGrace = max(10*time.Second, 5*cfg.Interval)
+	}
 	if cfg.Flow.Window == 0 {
 		cfg.Flow.Window = max(10*time.Second, 10*cfg.Interval)
 	}

@@ -194,20 +194,48 @@ func progressAt(lastAck, ackRoseAt time.Time) time.Time {
 	return later(lastAck, ackRoseAt)
 }
 
-// stallOnset is the rule for when a possible stall began: the last progress,
-// or when watching began if that is later, since nothing before watching
-// began (or before a gap in it) can be vouched for.
-func stallOnset(progress, observedSince time.Time) time.Time {
-	return later(progress, observedSince)
+// stallOnset is the rule for when a possible stall began: the last
+// progress, or if later the start of what cannot count against the node —
+// when watching began (nothing before it, or before a gap in it, can be
+// vouched for) or the last sample in which it had no work waiting (work
+// that arrived after it cannot have waited longer). The latter lines up
+// the stalls of nodes cut off together on a quiet stream: they all stop
+// taking the first message that arrives after the cut.
+func stallOnset(progress, notBefore time.Time) time.Time {
+	return later(progress, notBefore)
+}
+
+// warmEnd is the rule for the end of warming when watching (re)starts at
+// at: a full warm-up from then, or the failover grace after a failover if
+// longer. A warm-up under way (prev) is not cut short, so a gap during a
+// failover's grace does not end it early; but it never reaches further than
+// the longer of the two from at, which bounds what a server clock that went
+// back can leave behind.
+func warmEnd(at, prev time.Time, warmUp, grace time.Duration, failover bool) time.Time {
+	end := at.Add(warmUp)
+	if failover {
+		end = later(end, at.Add(grace))
+	}
+	if limit := at.Add(max(warmUp, grace)); prev.After(limit) {
+		prev = limit
+	}
+	return later(prev, end)
+}
+
+// isWarming is the Warming rule: the node cannot be judged before warmUntil.
+func isWarming(at, warmUntil time.Time) bool {
+	return at.Before(warmUntil)
 }
 
 // isStalled is the Stalled rule: work is waiting, nothing has progressed for
-// at least stallAfter since the onset, and the node has been watched without
-// a gap for at least warmUp, so a node that just appeared or just came back
-// into view is not called stalled on too little evidence. An idle node (no
-// work waiting) is never stalled.
-func isStalled(waiting int, at, onset, observedSince time.Time, stallAfter, warmUp time.Duration) bool {
-	return waiting > 0 && at.Sub(onset) >= stallAfter && at.Sub(observedSince) >= warmUp
+// at least stallAfter since the onset, and the node is not warming. As
+// warmEnd gives at least a full warm-up whenever watching restarts, the node
+// has been watched without a gap for at least the warm-up, so a node that
+// just appeared or just came back into view is not called stalled on too
+// little evidence, and never while rules hold their judgement on it. An
+// idle node (no work waiting) is never stalled.
+func isStalled(waiting int, at, onset, warmUntil time.Time, stallAfter time.Duration) bool {
+	return waiting > 0 && at.Sub(onset) >= stallAfter && !isWarming(at, warmUntil)
 }
 
 // isLagging is the Lagging rule: enough work is waiting and it keeps

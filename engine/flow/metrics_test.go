@@ -173,24 +173,56 @@ func TestProgressAndOnset(t *testing.T) {
 }
 
 func TestIsStalled(t *testing.T) {
-	const after, warm = 2 * time.Second, 3 * time.Second
+	const after = 2 * time.Second
 	tests := []struct {
-		name             string
-		waiting          int
-		at, onset, since time.Time
-		want             bool
+		name                 string
+		waiting              int
+		at, onset, warmUntil time.Time
+		want                 bool
 	}{
-		{"1: waiting, no progress for StallAfter, warmed up", 5, sec(10), sec(8), sec(0), true},
-		{"2: just short of StallAfter", 5, sec(10), sec(8.5), sec(0), false},
-		{"3: nothing waiting is never stalled", 0, sec(100), sec(0), sec(0), false},
-		{"4: not warmed up", 5, sec(2.5), sec(0), sec(0), false},
-		{"5: exactly warmed up and exactly StallAfter", 5, sec(3), sec(1), sec(0), true},
-		{"6: onset in the future (clock skew)", 5, sec(10), sec(11), sec(0), false},
+		{"1: waiting, no progress for StallAfter, warmed up", 5, sec(10), sec(8), sec(3), true},
+		{"2: just short of StallAfter", 5, sec(10), sec(8.5), sec(3), false},
+		{"3: nothing waiting is never stalled", 0, sec(100), sec(0), sec(3), false},
+		{"4: warming", 5, sec(2.5), sec(0), sec(3), false},
+		{"5: exactly warmed up and exactly StallAfter", 5, sec(3), sec(1), sec(3), true},
+		{"6: onset in the future (clock skew)", 5, sec(10), sec(11), sec(3), false},
+		{"7: in a failover's grace", 5, sec(10), sec(0), sec(10.5), false},
 	}
 	for _, tc := range tests {
-		if got := isStalled(tc.waiting, tc.at, tc.onset, tc.since, after, warm); got != tc.want {
+		if got := isStalled(tc.waiting, tc.at, tc.onset, tc.warmUntil, after); got != tc.want {
 			t.Errorf("%s: isStalled = %v, want %v", tc.name, got, tc.want)
 		}
+		if warming := isWarming(tc.at, tc.warmUntil); warming && isStalled(tc.waiting, tc.at, tc.onset, tc.warmUntil, after) {
+			t.Errorf("%s: stalled while warming", tc.name)
+		}
+	}
+}
+
+func TestWarmEnd(t *testing.T) {
+	const warm, grace = 3 * time.Second, 10 * time.Second
+	var zero time.Time
+	tests := []struct {
+		name     string
+		at, prev time.Time
+		warm     time.Duration
+		failover bool
+		want     time.Time
+	}{
+		{"first seen: a warm-up", sec(5), zero, warm, false, sec(8)},
+		{"back from a gap: a warm-up", sec(20), sec(8), warm, false, sec(23)},
+		{"failover: the grace", sec(20), sec(8), warm, true, sec(30)},
+		{"gap within a grace: the grace holds", sec(22), sec(30), warm, false, sec(30)},
+		{"failover within a grace: a new grace", sec(22), sec(30), warm, true, sec(32)},
+		{"grace shorter than the warm-up: the warm-up", sec(20), zero, 20 * time.Second, true, sec(40)},
+		{"clock went far back: bounded from now", sec(20), sec(1000), warm, false, sec(30)},
+	}
+	for _, tc := range tests {
+		if got := warmEnd(tc.at, tc.prev, tc.warm, grace, tc.failover); !got.Equal(tc.want) {
+			t.Errorf("%s: warmEnd = t=%v, want t=%v", tc.name, got.Sub(epoch).Seconds(), tc.want.Sub(epoch).Seconds())
+		}
+	}
+	if !isWarming(sec(7.9), sec(8)) || isWarming(sec(8), sec(8)) || isWarming(sec(1), zero) {
+		t.Error("isWarming: warming is before warmUntil only")
 	}
 }
 

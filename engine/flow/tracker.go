@@ -12,6 +12,7 @@ type Config struct {
 	Window           time.Duration // rates and slopes span this much history; default 10s
 	StallAfter       time.Duration // work waiting and no progress this long = stalled; default 2s
 	WarmUp           time.Duration // a node must be watched this long without a gap before it can be stalled; default 3s
+	FailoverGrace    time.Duration // after its consumer leader changes a node is warming this long and not stalled; default 10s
 	LaggingSlope     float64       // msgs/s of lag growth that makes a node lagging; default 1
 	LaggingFloor     int           // and at least this many messages waiting; default 10
 	BaselineHalfLife time.Duration // EWMA half-life of baselines; default 60s
@@ -22,6 +23,7 @@ const (
 	DefaultWindow           = 10 * time.Second
 	DefaultStallAfter       = 2 * time.Second
 	DefaultWarmUp           = 3 * time.Second
+	DefaultFailoverGrace    = 10 * time.Second
 	DefaultLaggingSlope     = 1.0
 	DefaultLaggingFloor     = 10
 	DefaultBaselineHalfLife = 60 * time.Second
@@ -41,6 +43,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WarmUp <= 0 {
 		c.WarmUp = DefaultWarmUp
+	}
+	if c.FailoverGrace <= 0 {
+		c.FailoverGrace = DefaultFailoverGrace
 	}
 	if c.LaggingSlope == 0 {
 		c.LaggingSlope = DefaultLaggingSlope
@@ -97,7 +102,14 @@ type nodeState struct {
 	// first seen, after Reset, after a gap and after a recreation.
 	restart       bool
 	observedSince time.Time
+	warmUntil     time.Time // warming before this: see Node.Warming
+	// leader is the last non-empty consumer leader read, kept across gaps
+	// so a failover while the node was unreadable is still seen.
+	leader        string
 	ackRoseAt     time.Time // start of the newest step in which the acked estimate rose
+	// idleAt is the latest sample with no work waiting: any work waiting
+	// now arrived after it.
+	idleAt time.Time
 	created       time.Time
 	lastDelivered uint64
 
@@ -156,8 +168,8 @@ func (t *Tracker) Config() Config { return t.cfg }
 
 // Reset forgets every node's and stream's window and when watching began,
 // for use after the engine was blind: rates must not span the blind time,
-// and no node may be called stalled before it has been watched again for
-// the warm-up. Baselines and the last known progress are kept.
+// and every node is warming, never stalled, until it has been watched again
+// for the warm-up. Baselines, the last known progress and leader are kept.
 func (t *Tracker) Reset() {
 	for _, ns := range t.all {
 		ns.win.clear()
@@ -194,13 +206,18 @@ func (t *Tracker) Reset() {
 //     feed it, and the first initialises it.
 //   - observedSeconds: since watching (re)began: first seen, after Reset,
 //     after being unobserved, after the consumer was recreated (Created
-//     changed or Delivered went backwards) or the server's time went back.
+//     changed or Delivered went backwards), the server's time went back, or
+//     a failover: Leader changed from one server to another, across gaps
+//     too (a first Leader, or none, is no failover).
+//   - warming: for WarmUp after watching (re)began, and for FailoverGrace
+//     after a failover; a warm-up under way is never cut short.
 //   - secondsSinceLastAck: since the last progress (the server's LastAck, or
 //     the start of the newest step in which the acked estimate rose), else
 //     since Created, else since watching began.
 //   - stalled: work waiting, no progress for StallAfter since the onset
-//     (the later of the last progress and when watching began), and watched
-//     for WarmUp. stalledSeconds counts from the onset.
+//     (the later of the last progress and when watching began), and not
+//     warming, so watched for at least WarmUp. stalledSeconds counts from
+//     the onset.
 //   - lagging: messagesWaiting >= LaggingFloor and lagGrowthRate >=
 //     LaggingSlope.
 //
@@ -361,8 +378,17 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.win.clear()
 		ns.restart = true
 	}
-	if ns.restart {
+	// A new consumer leader lost the pull requests held by the old one, and
+	// clients ask again only after their own timeouts: the node is watched
+	// afresh from the failover, with a grace before it can be judged. The
+	// first leader read is no failover, nor is a leaderless reading.
+	failover := c.Leader != "" && ns.leader != "" && c.Leader != ns.leader
+	if c.Leader != "" && c.Leader != ns.leader {
+		ns.leader = c.Leader
+	}
+	if ns.restart || failover {
 		ns.observedSince = at
+		ns.warmUntil = warmEnd(at, ns.warmUntil, t.cfg.WarmUp, t.cfg.FailoverGrace, failover)
 		ns.restart = false
 	}
 	if !c.Created.IsZero() {
@@ -451,11 +477,15 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		n.PublishRate = ss.rate
 	}
 
+	if n.MessagesWaiting == 0 {
+		ns.idleAt = at
+	}
 	progress := progressAt(c.LastAck, ns.ackRoseAt)
-	onset := stallOnset(progress, ns.observedSince)
+	onset := stallOnset(progress, later(ns.observedSince, ns.idleAt))
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
 	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, ns.created, ns.observedSince)
-	if isStalled(n.MessagesWaiting, at, onset, ns.observedSince, t.cfg.StallAfter, t.cfg.WarmUp) {
+	n.Warming = isWarming(at, ns.warmUntil)
+	if isStalled(n.MessagesWaiting, at, onset, ns.warmUntil, t.cfg.StallAfter) {
 		n.Stalled = true
 		n.StallOnset = onset
 		n.StalledSeconds = nonNegSeconds(at.Sub(onset))

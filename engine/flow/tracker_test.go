@@ -19,6 +19,8 @@ type fakeConsumer struct {
 	delivered  uint64
 	lastAck    time.Time
 	hideAck    bool // report no LastAck, as after a server restart
+	leader     string
+	skew       time.Duration // the server's clock minus the world's
 }
 
 func (c *fakeConsumer) deliver(n uint64) {
@@ -41,12 +43,13 @@ func (c *fakeConsumer) sample(at time.Time) ConsumerSample {
 		Key:           c.key,
 		NodeID:        c.key.Consumer,
 		Group:         c.group,
-		At:            at,
+		At:            at.Add(c.skew),
 		Created:       c.created,
 		NumPending:    c.pending,
 		NumAckPending: c.ackPending,
 		Delivered:     c.delivered,
 		AckFloor:      c.delivered - c.ackPending,
+		Leader:        c.leader,
 	}
 	if !c.hideAck {
 		s.LastAck = c.lastAck
@@ -242,11 +245,15 @@ func TestStopsAcking(t *testing.T) {
 				}
 			}
 			alive = false
-			// With LastAck the onset is the ack itself; without it, the
-			// start of the last step in which acks rose (t=4).
+			// With LastAck the onset is the ack itself. Without it, the
+			// last step in which acks rose began at t=4, but the node had
+			// nothing waiting at t=5, so its work arrived later: onset t=5
+			// either way.
 			onset := sec(5)
+			// The last ack itself is known to the step: t=5, or t=4 hidden.
+			lastAck := 5.0
 			if hideAck {
-				onset = sec(4)
+				lastAck = 4
 			}
 			for i := 6; i <= 12; i++ {
 				st := w.tick(step)
@@ -256,8 +263,8 @@ func TestStopsAcking(t *testing.T) {
 				if n.Stalled != wantStalled {
 					t.Fatalf("t=%d: stalled=%v, want %v", i, n.Stalled, wantStalled)
 				}
-				if !near(n.SecondsSinceLastAck, stalledFor) {
-					t.Errorf("t=%d: secondsSinceLastAck=%v, want %v", i, n.SecondsSinceLastAck, stalledFor)
+				if !near(n.SecondsSinceLastAck, float64(i)-lastAck) {
+					t.Errorf("t=%d: secondsSinceLastAck=%v, want %v", i, n.SecondsSinceLastAck, float64(i)-lastAck)
 				}
 				if !wantStalled {
 					if n.StalledSeconds != 0 || !n.StallOnset.IsZero() {
@@ -800,12 +807,201 @@ func TestServerClockBackwards(t *testing.T) {
 func TestConfigDefaults(t *testing.T) {
 	got := NewTracker(Config{}).Config()
 	want := Config{Window: 10 * time.Second, StallAfter: 2 * time.Second, WarmUp: 3 * time.Second,
-		LaggingSlope: 1, LaggingFloor: 10, BaselineHalfLife: time.Minute}
+		FailoverGrace: 10 * time.Second, LaggingSlope: 1, LaggingFloor: 10, BaselineHalfLife: time.Minute}
 	if got != want {
 		t.Errorf("defaults = %+v, want %+v", got, want)
 	}
-	custom := Config{Window: 5 * time.Second, StallAfter: time.Second, WarmUp: time.Second, LaggingSlope: 3, LaggingFloor: 1, BaselineHalfLife: time.Second}
+	custom := Config{Window: 5 * time.Second, StallAfter: time.Second, WarmUp: time.Second, FailoverGrace: 2 * time.Second,
+		LaggingSlope: 3, LaggingFloor: 1, BaselineHalfLife: time.Second}
 	if got := NewTracker(custom).Config(); got != custom {
 		t.Errorf("custom config became %+v", got)
+	}
+}
+
+// A dead node that could not be judged for a moment must not look healthy
+// once it is read again: for the warm-up after watching restarts it is
+// warming (rules hold their judgement), and then it is stalled again. At no
+// tick is it both, or neither.
+func TestDeadNodeWarmsAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		disrupt func(w *world, a *fakeConsumer)
+	}{
+		{"one tick listed unobserved", func(w *world, a *fakeConsumer) {
+			w.hidden[a.key], w.unobserved = true, []NodeKey{a.key}
+			if st := w.tick(nil); !slices.Equal(st.Unobserved, []NodeKey{a.key}) {
+				w.t.Fatalf("unobserved = %v, want [a]", st.Unobserved)
+			}
+			w.hidden[a.key], w.unobserved = false, nil
+		}},
+		{"one tick on an unreadable stream", func(w *world, a *fakeConsumer) {
+			w.hidden[a.key], w.unobservedStreams = true, []string{"ORDERS"}
+			if st := w.tick(nil); !slices.Equal(st.Unobserved, []NodeKey{a.key}) {
+				w.t.Fatalf("unobserved = %v, want [a]", st.Unobserved)
+			}
+			w.hidden[a.key], w.unobservedStreams = false, nil
+		}},
+		{"engine reset after being blind", func(w *world, a *fakeConsumer) {
+			w.tr.Reset()
+			w.now = w.now.Add(30 * time.Second)
+		}},
+		{"server clock went back", func(w *world, a *fakeConsumer) {
+			a.skew = -5 * time.Second
+		}},
+		{"consumer recreated", func(w *world, a *fakeConsumer) {
+			*a = fakeConsumer{key: a.key, created: w.now.Add(time.Second), pending: 40}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, Config{StallAfter: 2 * time.Second, WarmUp: 3 * time.Second})
+			a := w.add("ORDERS", "a", "")
+			step := func() { w.publish("ORDERS", 10) }
+			var st *State
+			for range 8 {
+				st = w.tick(step)
+			}
+			if n := nodeOf(t, st, "ORDERS", "a"); !n.Stalled || n.Warming {
+				t.Fatalf("before: stalled=%v warming=%v, want stalled and judged", n.Stalled, n.Warming)
+			}
+			tc.disrupt(w, a)
+			for k := 0; k <= 3; k++ {
+				st = w.tick(step)
+				n := nodeOf(t, st, "ORDERS", "a")
+				if want := k < 3; n.Warming != want || n.Stalled == want {
+					t.Fatalf("%ds after watching restarted: warming=%v stalled=%v, want warming=%v stalled=%v",
+						k, n.Warming, n.Stalled, want, !want)
+				}
+				if !near(n.ObservedSeconds, float64(k)) {
+					t.Errorf("%ds after watching restarted: observedSeconds=%v", k, n.ObservedSeconds)
+				}
+			}
+		})
+	}
+}
+
+// A change of consumer leader is a failover: the node is warming for the
+// failover grace and its stall clock starts at the failover. Only a change
+// from one leader to another counts, across unreadable ticks too.
+func TestFailoverGrace(t *testing.T) {
+	from := func(at int, before, after string) func(int) string {
+		return func(t int) string {
+			if t < at {
+				return before
+			}
+			return after
+		}
+	}
+	tests := []struct {
+		name   string
+		cfg    Config
+		leader func(t int) string
+		hidden int // tick at which the node is unobserved; 0 none
+		flows  int // the node takes its work up to this tick, acking last at it
+		resume int // and again from this tick; 0 never
+		// Beyond the first warm-up (ticks 1-3), warming at warm[0] up to
+		// but not including warm[1]; stalled from stalled[0] with the
+		// onset at stalled[1]; {0, 0} never.
+		warm, stalled [2]int
+	}{
+		{name: "failover: grace, then stalled since the failover",
+			leader: from(11, "s1", "s2"), flows: 10, warm: [2]int{11, 21}, stalled: [2]int{21, 11}},
+		{name: "failover: clients pull again within the grace",
+			leader: from(11, "s1", "s2"), flows: 10, resume: 14, warm: [2]int{11, 21}},
+		{name: "first leader read is no failover",
+			leader: from(11, "", "s1"), flows: 10, stalled: [2]int{12, 10}},
+		{name: "same leader after a leaderless reading",
+			leader: func(t int) string { return map[bool]string{true: "", false: "s1"}[t == 11] },
+			flows:  10, stalled: [2]int{12, 10}},
+		{name: "new leader after a leaderless reading",
+			leader: func(t int) string { return map[bool]string{true: "", false: from(12, "s1", "s2")(t)}[t == 11] },
+			flows:  10, warm: [2]int{12, 22}, stalled: [2]int{22, 12}},
+		{name: "failover while unobserved",
+			leader: from(12, "s1", "s2"), hidden: 11, flows: 10, warm: [2]int{12, 22}, stalled: [2]int{22, 12}},
+		{name: "unobserved without failover: warm-up only",
+			leader: from(0, "", "s1"), hidden: 11, flows: 10, warm: [2]int{12, 15}, stalled: [2]int{15, 12}},
+		{name: "a gap does not cut the grace short",
+			leader: from(11, "s1", "s2"), hidden: 13, flows: 10, warm: [2]int{11, 21}, stalled: [2]int{21, 14}},
+		{name: "grace shorter than the warm-up: the warm-up holds",
+			cfg:    Config{FailoverGrace: time.Second},
+			leader: from(11, "s1", "s2"), flows: 10, warm: [2]int{11, 14}, stalled: [2]int{14, 11}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, tc.cfg)
+			a := w.add("ORDERS", "a", "")
+			for i := 1; i <= 25; i++ {
+				st := w.tick(func() {
+					a.leader = tc.leader(i)
+					w.hidden[a.key] = i == tc.hidden
+					w.unobserved = nil
+					if i == tc.hidden {
+						w.unobserved = []NodeKey{a.key}
+					}
+					w.publish("ORDERS", 10)
+					if i <= tc.flows || (tc.resume > 0 && i >= tc.resume) {
+						w.flow(a, 1000)
+					}
+				})
+				if i == tc.hidden {
+					continue
+				}
+				n := nodeOf(t, st, "ORDERS", "a")
+				wantWarm := i < 4 || (i >= tc.warm[0] && i < tc.warm[1])
+				wantStalled := tc.stalled[0] > 0 && i >= tc.stalled[0]
+				if n.Warming != wantWarm || n.Stalled != wantStalled {
+					t.Fatalf("t=%d: warming=%v stalled=%v, want %v and %v", i, n.Warming, n.Stalled, wantWarm, wantStalled)
+				}
+				if wantStalled && !n.StallOnset.Equal(sec(float64(tc.stalled[1]))) {
+					t.Fatalf("t=%d: stall onset t=%v, want t=%d", i, n.StallOnset.Sub(epoch).Seconds(), tc.stalled[1])
+				}
+				// The window outlives a failover: rates still span it.
+				// Acks stopped at t=10; the window reaches back 10s.
+				if want := float64(20 - i); i == tc.warm[0] && !near(n.AckRate, want) {
+					t.Errorf("t=%d: ackRate=%v over the kept window, want %v", i, n.AckRate, want)
+				}
+			}
+		})
+	}
+}
+
+// Nodes cut off together on a quiet stream stop at different last acks but
+// all fail to take the first message after the cut: their stalls begin at
+// the same sample, the last one that found them idle, so a partition shows
+// a small spread even at a low publish rate.
+func TestQuietStreamStallsLineUp(t *testing.T) {
+	w := newWorld(t, Config{})
+	a := w.add("ORDERS", "a", "eu")
+	b := w.add("ORDERS", "b", "eu")
+	a.hideAck, b.hideAck = true, true
+	// One message every other second: a takes it at once, b a second
+	// later, so their last acks differ (a at t=5, b at t=6).
+	for i := range 6 {
+		w.tick(func() {
+			if i%2 == 0 {
+				w.publish("ORDERS", 1)
+				w.flow(a, 1)
+			} else {
+				w.flow(b, 1)
+			}
+		})
+	}
+	// Cut after t=6 (idle at t=5 and t=6); the next message comes at t=7.
+	var st *State
+	for i := 7; i <= 10; i++ {
+		st = w.tick(func() {
+			if i%2 == 1 {
+				w.publish("ORDERS", 1)
+			}
+		})
+	}
+	na, nb := nodeOf(t, st, "ORDERS", "a"), nodeOf(t, st, "ORDERS", "b")
+	if !na.Stalled || !nb.Stalled {
+		t.Fatalf("stalled a=%v b=%v, want both", na.Stalled, nb.Stalled)
+	}
+	if !na.StallOnset.Equal(sec(6)) || !nb.StallOnset.Equal(sec(6)) {
+		t.Fatalf("onsets a=%v b=%v, want both t=6", na.StallOnset.Sub(epoch), nb.StallOnset.Sub(epoch))
+	}
+	if g := st.GroupOf(na); g.StallSpread != 0 {
+		t.Fatalf("stallSpread = %v, want 0", g.StallSpread)
 	}
 }

@@ -61,6 +61,11 @@ type consumerInfo struct {
 	PushBound      bool         `json:"push_bound"`
 	Paused         bool         `json:"paused"`
 	TimeStamp      time.Time    `json:"ts"`
+	// Only a clustered server reports the consumer's leader. A value, not a
+	// pointer, and the leader alone: the replica list is skipped unread.
+	Cluster struct {
+		Leader string `json:"leader"`
+	} `json:"cluster"`
 }
 
 type sequenceInfo struct {

@@ -2,6 +2,7 @@ package sampler_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -65,9 +66,51 @@ func TestCluster(t *testing.T) {
 			if c.NodeID != fmt.Sprintf("orders-%d", i) || c.Group != fmt.Sprintf("zone-%d", i) || c.NumPending != 3 {
 				return fmt.Errorf("w%d = %+v", i, c)
 			}
+			if !slices.Contains([]string{"s0", "s1", "s2"}, c.Leader) {
+				return fmt.Errorf("w%d leader %q, want one of the servers", i, c.Leader)
+			}
+		}
+		// The only replica leads.
+		if c, _ := find(snap, "SOLO", "solo"); c.Leader != "s2" {
+			return fmt.Errorf("solo leader %q, want s2", c.Leader)
 		}
 		if len(snap.Streams) != 2 || len(snap.UnobservedStreams) != 0 {
 			return fmt.Errorf("streams %+v, unobserved %v", snap.Streams, snap.UnobservedStreams)
+		}
+		return nil
+	})
+
+	// A leader that steps down hands the consumer to another server, and
+	// the sample says so.
+	snap, err := s.Sample(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w0, _ := find(snap, "ORDERS", "w0")
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		msg, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.LEADER.STEPDOWN.ORDERS.w0", nil)
+		if err != nil {
+			return err
+		}
+		var resp struct {
+			Success bool                `json:"success"`
+			Error   *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return err
+		}
+		if !resp.Success {
+			return fmt.Errorf("step down w0: %v", resp.Error)
+		}
+		return nil
+	})
+	testutil.CheckFor(t, 30*time.Second, func() error {
+		snap, err := s.Sample(ctx)
+		if err != nil {
+			return err
+		}
+		if c, _ := find(snap, "ORDERS", "w0"); c.Leader == "" || c.Leader == w0.Leader {
+			return fmt.Errorf("w0 leader %q after %q stepped down", c.Leader, w0.Leader)
 		}
 		return nil
 	})

@@ -8,6 +8,9 @@
 // with bounded concurrency, each request under its own timeout, so one slow
 // or failing stream makes only that stream unobserved for the tick.
 //
+// A consumer's leader is read only from a clustered server, which names it;
+// a single server reports none, and ConsumerSample.Leader stays empty.
+//
 // A consumer is a node. Its id is the metadata value happen.node when set,
 // otherwise the consumer name; its group is happen.group when set, otherwise
 // empty. Both end up in NATS subjects, so a value that is empty, longer than
@@ -363,6 +366,7 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 			AckFloorStream:  ci.AckFloor.Stream,
 			LastDelivery:    ci.Delivered.Last,
 			LastAck:         ci.AckFloor.Last,
+			Leader:          ci.Cluster.Leader,
 			Push:            ci.Config.DeliverSubject != "",
 			PushBound:       ci.PushBound,
 			Paused:          ci.Paused,

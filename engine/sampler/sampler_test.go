@@ -92,6 +92,9 @@ func TestDiscoversStreamsAndConsumers(t *testing.T) {
 		if c.Paused {
 			t.Errorf("%s: paused", w.name)
 		}
+		if c.Leader != "" {
+			t.Errorf("%s: leader %q on a single server, want none", w.name, c.Leader)
+		}
 	}
 	// The push consumers delivered what was there; the pull ones wait.
 	if c, _ := find(snap, "ORDERS", "worker-a"); c.NumPending != 3 || c.Delivered != 0 {
@@ -409,9 +412,12 @@ func TestStreamDeletedMidSample(t *testing.T) {
 }
 
 // One stream whose consumer list never answers is unobserved for the tick;
-// the others are sampled, and the tick takes about one request timeout.
+// the others are sampled, and the request timeout, not the tick's far longer
+// deadline, bounds the tick.
 func TestUnresponsiveStreamIsUnobserved(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// Every answered request, relayed twice over, must fit in the timeout
+	// even on a loaded machine under the race detector.
+	const timeout = 2 * time.Second
 	e := newEnv(t, sampler.Config{APIPrefix: "$JS.RELAY.API", Timeout: timeout, Concurrency: 2})
 	for _, name := range []string{"A", "SLOW", "Z"} {
 		e.stream(jetstream.StreamConfig{Name: name, Storage: jetstream.MemoryStorage})
@@ -419,7 +425,17 @@ func TestUnresponsiveStreamIsUnobserved(t *testing.T) {
 	}
 	relay(t, e.srv.ClientURL(), "$JS.RELAY.API", func(rest string) bool { return rest == ".CONSUMER.LIST.SLOW" })
 
-	snap := e.sample()
+	const deadline = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	began := time.Now()
+	snap, err := e.s.Sample(ctx)
+	if err != nil {
+		t.Fatalf("sample: %v", err)
+	}
+	if took := time.Since(began); took >= deadline/2 {
+		t.Errorf("sample took %v: the %v request timeout did not bound the unanswered stream", took, timeout)
+	}
 	if got := keys(snap); !slices.Equal(got, []string{"A/w", "Z/w"}) {
 		t.Errorf("consumers %v, want A/w and Z/w", got)
 	}
@@ -438,18 +454,25 @@ func TestUnresponsiveStreamIsUnobserved(t *testing.T) {
 // The tick's deadline bounds a sample even when the request timeout is
 // longer; cancelling the tick is an error.
 func TestSampleRespectsContext(t *testing.T) {
-	e := newEnv(t, sampler.Config{APIPrefix: "$JS.RELAY.API", Timeout: time.Minute})
+	const timeout = time.Minute
+	e := newEnv(t, sampler.Config{APIPrefix: "$JS.RELAY.API", Timeout: timeout})
 	for _, name := range []string{"A", "SLOW"} {
 		e.stream(jetstream.StreamConfig{Name: name, Storage: jetstream.MemoryStorage})
 		e.consumer(name, jetstream.ConsumerConfig{Durable: "w"})
 	}
 	relay(t, e.srv.ClientURL(), "$JS.RELAY.API", func(rest string) bool { return rest == ".CONSUMER.LIST.SLOW" })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// Long enough for the stream list and A's consumers, relayed, on a
+	// loaded machine under the race detector; far shorter than the timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	began := time.Now()
 	snap, err := e.s.Sample(ctx)
 	if err != nil {
 		t.Fatalf("sample past its deadline: %v, want the streams read so far", err)
+	}
+	if took := time.Since(began); took >= timeout/2 {
+		t.Errorf("sample took %v: the deadline did not bound the unanswered stream", took)
 	}
 	if got := keys(snap); !slices.Equal(got, []string{"A/w"}) || !slices.Equal(snap.UnobservedStreams, []string{"SLOW"}) {
 		t.Errorf("consumers %v, unobserved streams %v; want A/w and [SLOW]", got, snap.UnobservedStreams)

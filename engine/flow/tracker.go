@@ -105,11 +105,11 @@ type nodeState struct {
 	warmUntil     time.Time // warming before this: see Node.Warming
 	// leader is the last non-empty consumer leader read, kept across gaps
 	// so a failover while the node was unreadable is still seen.
-	leader        string
-	ackRoseAt     time.Time // start of the newest step in which the acked estimate rose
+	leader    string
+	ackRoseAt time.Time // start of the newest step in which the acked estimate rose
 	// idleAt is the latest sample with no work waiting: any work waiting
 	// now arrived after it.
-	idleAt time.Time
+	idleAt        time.Time
 	created       time.Time
 	lastDelivered uint64
 

@@ -122,7 +122,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		downs:   map[string]events.Envelope{},
 		errSeen: map[string]time.Time{},
 	}
-	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError))
+	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError), rules.WithTolerance(cfg.Interval/2))
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
 	e.view.Store(&view{reason: "starting"})
 	return e

@@ -104,8 +104,9 @@ type Evaluator struct {
 	members map[string][]int
 	out     []Transition
 
-	newID   func() string
-	onError func(r *Rule, subject string, err error)
+	newID     func() string
+	onError   func(r *Rule, subject string, err error)
+	tolerance time.Duration
 }
 
 // EvalOption configures an Evaluator.
@@ -113,6 +114,17 @@ type EvalOption func(*Evaluator)
 
 // WithIDs sets how incident ids are made (default: NUIDs).
 func WithIDs(f func() string) EvalOption { return func(e *Evaluator) { e.newID = f } }
+
+// WithTolerance lets durations (for, keepFiringFor, cooldown) count as
+// passed up to d early. Evaluation times come from a ticker and jitter by a
+// few milliseconds; with half the interval as tolerance, `for: 1s` at a 1s
+// interval means the next tick, not the next or the one after at random.
+func WithTolerance(d time.Duration) EvalOption { return func(e *Evaluator) { e.tolerance = d } }
+
+// held reports whether d has passed from since to now, within tolerance.
+func (e *Evaluator) held(now, since time.Time, d time.Duration) bool {
+	return now.Sub(since) >= d-e.tolerance
+}
 
 // OnError receives expression run-time errors. The alert concerned keeps
 // its state: a rule that cannot be evaluated neither fires nor resolves.
@@ -243,7 +255,7 @@ func (e *Evaluator) Eval(now time.Time, st *flow.State) []Transition {
 	}
 	e.sweep(now, st)
 	for k, until := range e.cooldowns {
-		if !now.Before(until) {
+		if e.held(now, until, 0) {
 			delete(e.cooldowns, k)
 		}
 	}
@@ -468,10 +480,10 @@ func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bo
 		if a.state == 0 {
 			a.state, a.activeAt = pending, now
 		}
-		if now.Sub(a.activeAt) < r.For || blocked {
+		if !e.held(now, a.activeAt, r.For) || blocked {
 			return true
 		}
-		if until, ok := e.cooldowns[a.key]; ok && now.Before(until) {
+		if until, ok := e.cooldowns[a.key]; ok && !e.held(now, until, 0) {
 			return true
 		}
 		keys := nodes()
@@ -496,7 +508,7 @@ func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bo
 		if a.clearedAt.IsZero() {
 			a.clearedAt = now
 		}
-		if now.Sub(a.clearedAt) < r.KeepFiringFor {
+		if !e.held(now, a.clearedAt, r.KeepFiringFor) {
 			return true
 		}
 		e.out = e.resolve(e.out, a, now, events.ReasonCleared)

@@ -456,3 +456,52 @@ func TestEvalDropPending(t *testing.T) {
 		t.Fatalf("after a full `for`: %q", got)
 	}
 }
+
+// 15. With a tolerance of half the interval, ticks that arrive a few
+// milliseconds early still count: `for: 3s` fires on the third tick after
+// the condition began, not sometimes the fourth; keepFiringFor likewise.
+// Without tolerance the same early ticks wait one tick more.
+func TestEvalToleranceAbsorbsJitter(t *testing.T) {
+	set := mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 10
+    for: 3s
+    keepFiringFor: 2s
+    pattern: lag
+`)
+	early := func(s int) time.Time { return at(s).Add(-time.Duration(s) * 3 * time.Millisecond) }
+	for _, c := range []struct {
+		name  string
+		opts  []EvalOption
+		fire  int
+		clear int
+	}{
+		{"tolerance", []EvalOption{WithTolerance(500 * time.Millisecond)}, 3, 7},
+		{"none", nil, 4, 8},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := NewEvaluator(set, c.opts...)
+			fired, resolved := -1, -1
+			for s := 0; s <= 10; s++ {
+				waiting := 50
+				if s >= 5 {
+					waiting = 0
+				}
+				for _, tr := range e.Eval(early(s), flowState(nodeSpec{id: "n1", waiting: waiting})) {
+					switch tr.Kind {
+					case Fire:
+						fired = s
+					case Resolve:
+						resolved = s
+					}
+				}
+			}
+			if fired != c.fire || resolved != c.clear {
+				t.Fatalf("fired at tick %d, resolved at %d; want %d and %d", fired, resolved, c.fire, c.clear)
+			}
+		})
+	}
+}

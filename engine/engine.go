@@ -59,8 +59,10 @@ type Engine struct {
 	downs map[string]events.Envelope
 	// store keeps open incidents in JetStream across restarts; stateDone
 	// says the previous run's incidents were restored (or cannot be).
-	store     *incidentStore
-	stateDone bool
+	store       *incidentStore
+	stateDone   bool
+	restoreAt   time.Time     // no attempt to reach the store before this
+	restoreWait time.Duration // the backoff between attempts
 
 	lastOK     atomic.Int64 // unix nanos of the last successful sample
 	blind      bool
@@ -68,8 +70,9 @@ type Engine struct {
 	holdUntil  time.Time // after being blind: no incident changes until windows refill
 	view       atomic.Pointer[view]
 
-	errMu   sync.Mutex
-	errSeen map[string]time.Time // rate-limits expression error logs
+	errMu    sync.Mutex
+	errSeen  map[string]time.Time // rate-limits expression error logs
+	errSwept time.Time
 }
 
 type reload struct {
@@ -215,7 +218,7 @@ func (e *Engine) Tick(ctx context.Context) {
 		e.eval.DropPending()
 		// A blind spell shorter than a stall leaves the windows valid: rates
 		// span the gap. A longer one may hide anything, so start afresh.
-		if gap := time.Since(e.blindSince); gap >= e.cfg.Flow.StallAfter {
+		if gap := e.blindGap(); gap >= e.cfg.Flow.StallAfter {
 			e.tracker.Reset()
 			e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.cfg.Flow.StallAfter)
 			e.log.Info("sampling resumed; holding incidents while flow windows refill", "blind", gap.Round(time.Millisecond), "hold", e.holdUntil.Sub(snap.At))
@@ -245,6 +248,15 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.emit(ctx, trs, st)
 	e.met.observe(st)
 	e.view.Store(e.newView(st))
+}
+
+// blindGap is how long the engine has not seen JetStream: since its last
+// good sample, not since it noticed, which is a sample timeout later.
+func (e *Engine) blindGap() time.Duration {
+	if ok := e.lastOK.Load(); ok != 0 {
+		return time.Since(time.Unix(0, ok))
+	}
+	return time.Since(e.blindSince)
 }
 
 func (e *Engine) goBlind(err error) {
@@ -386,6 +398,16 @@ func (e *Engine) ruleError(r *rules.Rule, subject string, err error) {
 	now := time.Now()
 	if !seen || now.Sub(last) > time.Minute {
 		e.errSeen[key] = now
+	}
+	// Subjects come and go (consumers churn): once a minute, forget what
+	// has been quiet for the rate limit's span, so the map stays bounded.
+	if now.Sub(e.errSwept) > time.Minute {
+		e.errSwept = now
+		for k, at := range e.errSeen {
+			if now.Sub(at) > time.Minute {
+				delete(e.errSeen, k)
+			}
+		}
 	}
 	e.errMu.Unlock()
 	if !seen || now.Sub(last) > time.Minute {

@@ -39,15 +39,22 @@ type incidentStore struct {
 
 func recordKey(id string) string { return "incident." + id }
 
-// openStore makes sure the bucket exists. It fails for good (permanent)
-// when the account cannot have it, and for now when JetStream did not
-// answer in time.
+// openStore opens the bucket, creating it if it does not exist; one an
+// operator made (with more replicas, say) is used as it is. It fails for
+// good (permanent) when the account cannot have it, and for now when
+// JetStream did not answer in time.
 func openStore(ctx context.Context, js jetstream.JetStream) (s *incidentStore, permanent bool, err error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      StateBucket,
-		Description: "happen engine state: open incidents",
-		History:     1,
-	})
+	kv, err := js.KeyValue(ctx, StateBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      StateBucket,
+			Description: "happen engine state: open incidents",
+			History:     1,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // made meanwhile by another engine
+			kv, err = js.KeyValue(ctx, StateBucket)
+		}
+	}
 	if err != nil {
 		var apiErr *jetstream.APIError
 		return nil, errors.As(err, &apiErr), fmt.Errorf("open engine state bucket %s: %w", StateBucket, err)
@@ -96,15 +103,24 @@ func (s *incidentStore) remove(ctx context.Context, id string) error {
 	return err
 }
 
+// restoreRetryMax bounds the wait between attempts to reach the engine's
+// state: an account that may not create the bucket costs one short
+// attempt this often, not one every tick.
+const restoreRetryMax = 30 * time.Second
+
 // restore opens the store on the first tick that can, and reopens the
 // incidents a previous run left: those whose rule is still in force go on
 // (judged again once their nodes are observed); the others end, with their
-// up events and resolve actions, as a reload would end them.
+// up events and resolve actions, as a reload would end them. Until it
+// succeeds it is tried again with backoff, each attempt bounded well
+// within a tick.
 func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, snap *flow.Snapshot) {
-	if e.stateDone {
+	if e.stateDone || time.Now().Before(e.restoreAt) {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	e.restoreWait = min(max(2*e.restoreWait, e.cfg.Interval), restoreRetryMax)
+	e.restoreAt = time.Now().Add(e.restoreWait)
+	rctx, cancel := context.WithTimeout(ctx, min(max(e.cfg.Interval/2, 250*time.Millisecond), 2*time.Second))
 	defer cancel()
 	js, err := jetstream.New(e.nc)
 	if err == nil {
@@ -112,21 +128,24 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 		e.store, permanent, err = openStore(rctx, js)
 		if permanent {
 			e.stateDone = true
-			e.log.Warn("engine state not kept: open incidents will not survive a restart", "error", err)
+			e.log.Warn("engine state not kept: open incidents will not survive a restart", "bucket", StateBucket, "error", err)
 			return
 		}
 	}
 	if err != nil {
-		e.log.Debug("engine state not reachable yet", "error", err)
+		e.log.Debug("engine state not reachable yet", "bucket", StateBucket, "retry", e.restoreWait, "error", err)
 		return
 	}
 	recs, err := e.store.load(rctx)
 	if err != nil {
 		e.store = nil
-		e.log.Debug("engine state not readable yet", "error", err)
+		e.log.Debug("engine state not readable yet", "bucket", StateBucket, "retry", e.restoreWait, "error", err)
 		return
 	}
 	e.stateDone = true
+	// Incidents this run opened before the store could be reached are
+	// saved now; their next change would be too late for a restart.
+	e.persistActive(ctx)
 	// What exists now, read or not: a restored node absent from it was
 	// deleted while the engine was away, and has left.
 	exists := map[flow.NodeKey]bool{}
@@ -146,7 +165,9 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 		for k, env := range rec.Downs {
 			e.downs[rec.ID+"|"+k] = env
 		}
-		if _, ok := e.eval.Restore(rec.Fingerprint, rec.Subject, rec.ID, rec.Since, rec.Nodes); ok {
+		reason := events.ReasonRemoved
+		switch e.eval.Restore(rec.Fingerprint, rec.Subject, rec.ID, rec.Since, rec.Nodes) {
+		case rules.Restored:
 			e.log.Info("incident restored", "id", rec.ID, "rule", rec.Rule, "nodes", len(rec.Nodes))
 			for _, k := range rec.Nodes {
 				if !exists[k] && !unread[k.Stream] {
@@ -154,15 +175,17 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 				}
 			}
 			continue
+		case rules.AlreadyFiring:
+			reason = events.ReasonSuperseded
 		}
 		gone := &rules.Incident{ID: rec.ID, Since: rec.Since, Nodes: rec.Nodes, Subject: rec.Subject,
 			Rule: &rules.Rule{Name: rec.Rule, Pattern: rec.Pattern, Emit: rec.Emit, Actions: rec.Actions}}
 		if rec.Emit == events.TypeSystemDown {
-			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Reason: events.ReasonRemoved, At: now})
+			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Reason: reason, At: now})
 			continue
 		}
 		for _, k := range rec.Nodes {
-			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Node: k, Reason: events.ReasonRemoved, At: now})
+			ended = append(ended, rules.Transition{Kind: rules.Resolve, Incident: gone, Node: k, Reason: reason, At: now})
 		}
 	}
 	ended = append(ended, e.eval.Leave(now, left)...)
@@ -197,9 +220,22 @@ func (e *Engine) persist(ctx context.Context, trs []rules.Transition) {
 		} else {
 			err = e.store.remove(pctx, id)
 		}
-		if err != nil {
-			e.log.Warn("engine state not saved; this incident may not survive a restart", "incident", id, "error", err)
-		}
+		e.savedOrWarn(id, err)
+	}
+}
+
+// persistActive writes the record of every open incident.
+func (e *Engine) persistActive(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	for _, inc := range e.eval.Active() {
+		e.savedOrWarn(inc.ID, e.store.put(pctx, e.record(inc)))
+	}
+}
+
+func (e *Engine) savedOrWarn(id string, err error) {
+	if err != nil {
+		e.log.Warn("engine state not saved; this incident may not survive a restart", "incident", id, "bucket", StateBucket, "error", err)
 	}
 }
 

@@ -182,11 +182,24 @@ func (e *Evaluator) Swap(set *Set, now time.Time) []Transition {
 	return out
 }
 
+// RestoreOutcome says what Restore made of a stored incident.
+type RestoreOutcome int
+
+const (
+	// Restored: the incident is open again.
+	Restored RestoreOutcome = iota
+	// RuleGone: its rule is gone or changed; the caller ends the incident.
+	RuleGone
+	// AlreadyFiring: this run has fired the rule for the same subject
+	// meanwhile (the store was out of reach at first); the caller ends the
+	// stored incident, superseded by the live one.
+	AlreadyFiring
+)
+
 // Restore reopens an incident a previous run of the engine left open. Its
-// rule is found in the set by fingerprint; false means the rule is gone or
-// changed, and the caller should end the incident. The alert is firing and
-// is judged again once its nodes are observed and warmed up.
-func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.Time, nodes []flow.NodeKey) (*Incident, bool) {
+// rule is found in the set by fingerprint. The alert is firing and is
+// judged again once its nodes are observed and warmed up.
+func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.Time, nodes []flow.NodeKey) RestoreOutcome {
 	var r *Rule
 	for _, c := range e.set.Rules {
 		if c.Fingerprint == fingerprint {
@@ -195,21 +208,24 @@ func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.T
 		}
 	}
 	if r == nil {
-		return nil, false
+		return RuleGone
 	}
 	key := alertKey{rule: fingerprint}
 	switch r.Scope {
 	case ScopeNode:
 		if len(nodes) != 1 {
-			return nil, false
+			return RuleGone
 		}
 		key.node = nodes[0]
 	case ScopeGroup:
 		key.group = subject
 	}
+	if a, ok := e.alerts[key]; ok && a.state == firing {
+		return AlreadyFiring
+	}
 	inc := &Incident{ID: id, Rule: r, Subject: subject, Since: since, Nodes: nodes}
 	e.alerts[key] = &alert{rule: r, key: key, state: firing, activeAt: since, incident: inc, seen: e.tick}
-	return inc, true
+	return Restored
 }
 
 // DropPending makes every pending alert start over, as after a spell of

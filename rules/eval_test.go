@@ -505,3 +505,37 @@ rules:
 		})
 	}
 }
+
+// 16. Restore reopens a stored incident as firing, refuses one whose rule
+// is gone, and leaves alone a subject this run already fired for.
+func TestEvalRestore(t *testing.T) {
+	set := mustSet(t, lagRule)
+	fp := set.Rules[0].Fingerprint
+	n1 := []flow.NodeKey{{Stream: "S", Consumer: "n1"}}
+	n2 := []flow.NodeKey{{Stream: "S", Consumer: "n2"}}
+
+	e := NewEvaluator(set, seqIDs())
+	for s := 0; s <= 3; s++ { // n1 fires in this run, n2 has no lag yet
+		e.Eval(at(s), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2"}))
+	}
+	if got := e.Restore("gone", "", "old-0", at(-60), n1); got != RuleGone {
+		t.Errorf("rule gone: %v, want RuleGone", got)
+	}
+	if got := e.Restore(fp, "", "old-1", at(-60), n1); got != AlreadyFiring {
+		t.Errorf("n1 firing in this run: %v, want AlreadyFiring", got)
+	}
+	if got := e.Restore(fp, "", "old-2", at(-60), n2); got != Restored {
+		t.Errorf("n2: %v, want Restored", got)
+	}
+	ids := map[string]bool{}
+	for _, inc := range e.Active() {
+		ids[inc.ID] = true
+	}
+	if !ids["old-2"] || ids["old-1"] || len(ids) != 2 {
+		t.Fatalf("active incidents %v, want this run's n1 incident and the restored old-2", ids)
+	}
+	// The restored incident goes on as if never interrupted: no second fire.
+	if got := transitions(e.Eval(at(4), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2", waiting: 50}))); got != "" {
+		t.Fatalf("after restore: %q, want nothing", got)
+	}
+}

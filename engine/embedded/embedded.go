@@ -50,28 +50,54 @@ func Start(ctx context.Context, cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS on %s: %w", cfg.Listen, err)
 	}
-	if cfg.Logger != nil {
-		s.SetLoggerV2(&logger{l: cfg.Logger.With("component", "nats-server")}, false, false, false)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	// The server reports a listener it cannot open (a port in use) only
+	// through its logger, as fatal; it is caught here to fail at once.
+	fatal := make(chan string, 1)
+	s.SetLoggerV2(&logger{l: log.With("component", "nats-server"), fatal: fatal}, false, false, false)
 	go s.Start()
-	deadline := 30 * time.Second
+	deadline := time.Now().Add(30 * time.Second)
 	if d, ok := ctx.Deadline(); ok {
-		deadline = time.Until(d)
+		deadline = d
 	}
-	if !s.ReadyForConnections(deadline) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded NATS on %s did not start within %v (is the port in use, or %s not writable?)", cfg.Listen, deadline, opts.StoreDir)
+	for !s.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded NATS on %s: %s", cfg.Listen, msg)
+		case <-ctx.Done():
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded NATS on %s: %w", cfg.Listen, ctx.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded NATS on %s did not start in time (is %s writable?)", cfg.Listen, opts.StoreDir)
+		}
 	}
 	return s, nil
 }
 
 // logger sends the server's log lines to slog. Notices are debug-level: the
 // server is an implementation detail of happen here.
-type logger struct{ l *slog.Logger }
+type logger struct {
+	l     *slog.Logger
+	fatal chan<- string
+}
 
 func (g *logger) Noticef(f string, v ...any) { g.l.Debug(fmt.Sprintf(f, v...)) }
 func (g *logger) Warnf(f string, v ...any)   { g.l.Warn(fmt.Sprintf(f, v...)) }
-func (g *logger) Fatalf(f string, v ...any)  { g.l.Error(fmt.Sprintf(f, v...)) }
-func (g *logger) Errorf(f string, v ...any)  { g.l.Error(fmt.Sprintf(f, v...)) }
-func (g *logger) Debugf(f string, v ...any)  { g.l.Debug(fmt.Sprintf(f, v...)) }
-func (g *logger) Tracef(f string, v ...any)  {}
+func (g *logger) Fatalf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	g.l.Error(msg)
+	select {
+	case g.fatal <- msg:
+	default:
+	}
+}
+func (g *logger) Errorf(f string, v ...any) { g.l.Error(fmt.Sprintf(f, v...)) }
+func (g *logger) Debugf(f string, v ...any) { g.l.Debug(fmt.Sprintf(f, v...)) }
+func (g *logger) Tracef(f string, v ...any) {}

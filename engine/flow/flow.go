@@ -48,6 +48,7 @@ type ConsumerSample struct {
 	Push      bool
 	PushBound bool
 	Paused    bool
+	AckNone   bool // the consumer takes no acks (AckPolicy none)
 
 	// Advisory counters, cumulative since the engine started watching.
 	MaxDeliveries uint64

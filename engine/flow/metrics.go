@@ -186,12 +186,16 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// progressAt is the rule for when a node last made progress: the later of
-// the server's last ack time (zero when unknown) and the start of the newest
+// progressAt is the rule for when a node last made progress: the server's
+// last ack time, which it stamps on every ack; where it has none (no ack
+// since it started, or a consumer that needs none), the start of the newest
 // sample step in which the acked estimate rose (zero if never seen). Zero
 // means the node has never been seen to progress.
 func progressAt(lastAck, ackRoseAt time.Time) time.Time {
-	return later(lastAck, ackRoseAt)
+	if !lastAck.IsZero() {
+		return lastAck
+	}
+	return ackRoseAt
 }
 
 // stallOnset is the rule for when a possible stall began: the last

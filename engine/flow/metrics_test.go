@@ -147,8 +147,8 @@ func TestProgressAndOnset(t *testing.T) {
 		{"1: never progressed", zero, zero, zero},
 		{"2: server ack time only", sec(5), zero, sec(5)},
 		{"3: acked estimate only (ack time unknown)", zero, sec(4), sec(4)},
-		{"4: the later wins (ack)", sec(5), sec(4), sec(5)},
-		{"5: the later wins (estimate)", sec(3), sec(4), sec(4)},
+		{"4: the server's ack time wins", sec(5), sec(4), sec(5)},
+		{"5: even when the estimate rose later (redeliveries)", sec(3), sec(4), sec(3)},
 	}
 	for _, tc := range progress {
 		if got := progressAt(tc.lastAck, tc.rose); !got.Equal(tc.want) {

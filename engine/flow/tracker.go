@@ -107,6 +107,7 @@ type nodeState struct {
 	// so a failover while the node was unreadable is still seen.
 	leader    string
 	ackRoseAt time.Time // start of the newest step in which the acked estimate rose
+	lastAck   time.Time // the server's LastAck in the newest sample
 	// idleAt is the latest sample with no work waiting: any work waiting
 	// now arrived after it.
 	idleAt        time.Time
@@ -193,7 +194,9 @@ func (t *Tracker) Reset() {
 //   - deliveryRate: rate of Delivered (the consumer sequence).
 //   - ackRate: rate of the acked estimate Delivered - NumAckPending, each
 //     step clamped at 0. Messages dropped by MaxDeliver or stream limits
-//     count as acked.
+//     count as acked. Where the server stamps acks (it reports LastAck, or
+//     LastDelivery for a consumer that takes acks), a step counts only if
+//     LastAck moved: redeliveries raise the estimate too.
 //   - arrivalRate: rate of NumPending + Delivered, each step clamped at 0.
 //     A redelivery counts as new work, so it overstates under redelivery.
 //   - lagGrowthRate: least-squares slope of messagesWaiting over the window.
@@ -211,12 +214,14 @@ func (t *Tracker) Reset() {
 //     too (a first Leader, or none, is no failover).
 //   - warming: for WarmUp after watching (re)began, and for FailoverGrace
 //     after a failover; a warm-up under way is never cut short.
-//   - secondsSinceLastAck: since the last progress (the server's LastAck, or
-//     the start of the newest step in which the acked estimate rose), else
+//   - secondsSinceLastAck: since the last progress (the server's LastAck;
+//     without one, the start of the newest step in which the acked
+//     estimate rose), else
 //     since Created, else since watching began.
 //   - stalled: work waiting, no progress for StallAfter since the onset
-//     (the later of the last progress and when watching began), and not
-//     warming, so watched for at least WarmUp. stalledSeconds counts from
+//     (the latest of the last progress, when watching began and the last
+//     sample that was idle or paused), and not warming, so watched for at
+//     least WarmUp. A paused consumer is never stalled. stalledSeconds counts from
 //     the onset.
 //   - lagging: messagesWaiting >= LaggingFloor and lagGrowthRate >=
 //     LaggingSlope.
@@ -371,6 +376,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.win.clear()
 		ns.restart = true
 		ns.ackRoseAt = time.Time{}
+		ns.lastAck = time.Time{}
 	}
 	// Server time that went backwards (another server now leads the
 	// consumer) cannot be compared with what was gathered before.
@@ -411,6 +417,15 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	if ns.win.len() > 0 {
 		prev := &ns.lastCounts
 		step := clampStep(ns.lastAcked, acked)
+		// Where the server stamps its acks, an estimate that rose with no
+		// new stamp counted redeliveries: a node that takes messages and
+		// never acks them has made no progress. A server that stamps
+		// deliveries stamps acks alike, so a consumer that takes acks and
+		// has deliveries but no LastAck has acked nothing since it started.
+		stamped := !c.LastAck.IsZero() || (!c.LastDelivery.IsZero() && !c.AckNone)
+		if stamped && !c.LastAck.After(ns.lastAck) {
+			step = 0
+		}
 		if step > 0 {
 			ns.ackRoseAt = time.Unix(0, ns.lastAt)
 		}
@@ -422,7 +437,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		dt = time.Duration(atNs - ns.lastAt)
 	}
 	ns.lastAt, ns.lastCounts = atNs, cur
-	ns.lastAcked, ns.lastArrived = acked, arrived
+	ns.lastAcked, ns.lastArrived, ns.lastAck = acked, arrived, c.LastAck
 	ns.lastNaks, ns.lastMaxDel, ns.lastTerm = c.Naks, c.MaxDeliveries, c.Terminated
 	ns.win.push(point{at: atNs, waiting: float64(waiting)}, cur)
 	ns.win.trim(int64(t.cfg.Window))
@@ -477,7 +492,9 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		n.PublishRate = ss.rate
 	}
 
-	if n.MessagesWaiting == 0 {
+	// A paused consumer waits by an operator's choice, not a fault: like
+	// an idle one, it cannot have stalled before it was resumed.
+	if n.MessagesWaiting == 0 || c.Paused {
 		ns.idleAt = at
 	}
 	progress := progressAt(c.LastAck, ns.ackRoseAt)

@@ -19,8 +19,12 @@ type fakeConsumer struct {
 	delivered  uint64
 	lastAck    time.Time
 	hideAck    bool // report no LastAck, as after a server restart
-	leader     string
-	skew       time.Duration // the server's clock minus the world's
+	// lastDelivery is reported when set, as servers that stamp acks do.
+	lastDelivery time.Time
+	ackNone      bool
+	paused       bool
+	leader       string
+	skew         time.Duration // the server's clock minus the world's
 }
 
 func (c *fakeConsumer) deliver(n uint64) {
@@ -50,6 +54,9 @@ func (c *fakeConsumer) sample(at time.Time) ConsumerSample {
 		Delivered:     c.delivered,
 		AckFloor:      c.delivered - c.ackPending,
 		Leader:        c.leader,
+		LastDelivery:  c.lastDelivery,
+		AckNone:       c.ackNone,
+		Paused:        c.paused,
 	}
 	if !c.hideAck {
 		s.LastAck = c.lastAck
@@ -298,6 +305,68 @@ func TestStopsAcking(t *testing.T) {
 	}
 }
 
+// A node that keeps taking messages and never acks them (a hung handler,
+// a poison message) gets them redelivered: each redelivery raises
+// Delivered with NumAckPending unchanged, as an ack would in the estimate.
+// Where the server stamps its acks, that is no progress: the node stalls
+// and its ackRate falls to 0.
+// The same holds for a node that never acked anything, where the server
+// stamps deliveries (and so would stamp acks); AckPolicy none takes no
+// acks, so there the estimate stands.
+func TestRedeliveriesAreNotAcks(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		ackedOnce bool // the node acked at first, then hung
+		ackNone   bool
+		stalls    bool
+	}{
+		{"acked, then hung", true, false, true},
+		{"never acked", false, false, true},
+		{"ack policy none", false, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, Config{})
+			a := w.add("ORDERS", "a", "")
+			a.ackNone = c.ackNone
+			hung := !c.ackedOnce
+			step := func() {
+				w.publish("ORDERS", 10)
+				if !hung {
+					w.flow(a, 10)
+					return
+				}
+				a.deliver(10)
+				a.lastDelivery = w.now
+				if c.ackNone {
+					a.ackPending = 0 // nothing is held for an ack
+					return
+				}
+				a.delivered += 5 // five of the held messages redelivered
+			}
+			for range 5 {
+				w.tick(step)
+			}
+			hung = true
+			var n *Node
+			for i := 6; i <= 17; i++ {
+				n = nodeOf(t, w.tick(step), "ORDERS", "a")
+				if i >= 9 && n.Stalled != c.stalls {
+					t.Fatalf("t=%d: stalled=%v, want %v (ackRate=%v)", i, n.Stalled, c.stalls, n.AckRate)
+				}
+			}
+			if c.stalls && n.AckRate != 0 {
+				t.Errorf("after 12s without acks: ackRate=%v, want 0", n.AckRate)
+			}
+			if !c.stalls && n.AckRate <= 0 {
+				t.Errorf("ack policy none: ackRate=%v, want the deliveries", n.AckRate)
+			}
+			if n.DeliveryRate <= 0 {
+				t.Errorf("deliveryRate=%v, want the redeliveries counted as deliveries", n.DeliveryRate)
+			}
+		})
+	}
+}
+
 // A consumer with nothing to do is idle, not stalled, however long ago it
 // last acked.
 func TestIdleNeverStalled(t *testing.T) {
@@ -312,6 +381,31 @@ func TestIdleNeverStalled(t *testing.T) {
 		// Never acked: the age counts from creation, an hour before t=0.
 		if want := 3600 + float64(i); !near(n.SecondsSinceLastAck, want) {
 			t.Fatalf("t=%d: secondsSinceLastAck=%v, want %v", i, n.SecondsSinceLastAck, want)
+		}
+	}
+}
+
+// A paused consumer's work waits by an operator's choice: it is never
+// stalled while paused, and once resumed a stall counts from the resume.
+func TestPausedNeverStalled(t *testing.T) {
+	w := newWorld(t, Config{StallAfter: 2 * time.Second})
+	a := w.add("ORDERS", "a", "")
+	step := func() { w.publish("ORDERS", 10) }
+	w.tick(func() { step(); w.flow(a, 10) })
+	a.paused = true
+	for i := 2; i <= 20; i++ {
+		if n := nodeOf(t, w.tick(step), "ORDERS", "a"); n.Stalled {
+			t.Fatalf("t=%d: paused node stalled", i)
+		}
+	}
+	a.paused = false // resumed, and still not consuming: stalled 2s later
+	for i := 21; i <= 24; i++ {
+		n := nodeOf(t, w.tick(step), "ORDERS", "a")
+		if want := i >= 22; n.Stalled != want {
+			t.Fatalf("t=%d after the resume at t=20: stalled=%v, want %v", i, n.Stalled, want)
+		}
+		if n.Stalled && !n.StallOnset.Equal(sec(20)) {
+			t.Errorf("t=%d: onset %v, want the resume at t=20", i, n.StallOnset.Sub(epoch))
 		}
 	}
 }

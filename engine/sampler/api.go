@@ -39,8 +39,9 @@ type streamInfo struct {
 		Name string `json:"name"`
 	} `json:"config"`
 	State struct {
-		Msgs    uint64 `json:"messages"`
-		LastSeq uint64 `json:"last_seq"`
+		Msgs      uint64 `json:"messages"`
+		LastSeq   uint64 `json:"last_seq"`
+		Consumers int    `json:"consumer_count"`
 	} `json:"state"`
 	TimeStamp time.Time `json:"ts"`
 }
@@ -50,6 +51,7 @@ type consumerInfo struct {
 	Created time.Time `json:"created"`
 	Config  struct {
 		DeliverSubject string   `json:"deliver_subject"`
+		AckPolicy      string   `json:"ack_policy"`
 		Metadata       metadata `json:"metadata"`
 	} `json:"config"`
 	Delivered      sequenceInfo `json:"delivered"`

@@ -90,6 +90,10 @@ type Sampler struct {
 	body    []byte              // reused stream list request
 	workers []*worker           // reused per-worker buffers
 	results []streamResult      // reused per-stream results
+	// hadConsumers holds the streams that had consumers (or could not be
+	// listed) last tick: only those are listed even when the stream list
+	// says they have none now, so a count that lags never hides a node.
+	hadConsumers map[string]struct{}
 }
 
 // New returns a Sampler reading through nc. It does no I/O.
@@ -182,6 +186,7 @@ const (
 type streamResult struct {
 	name       string
 	state      int
+	skip       bool // no consumers, by the stream list and by the last tick
 	err        error
 	listedAt   time.Time // local time the consumer listing began
 	consumers  []flow.ConsumerSample
@@ -259,6 +264,17 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 		})
 	}
 
+	if s.hadConsumers == nil {
+		s.hadConsumers = map[string]struct{}{}
+	}
+	clear(s.hadConsumers)
+	for i := range results {
+		r := &results[i]
+		if r.state == failed || len(r.consumers) > 0 || len(r.unobserved) > 0 {
+			s.hadConsumers[r.name] = struct{}{}
+		}
+	}
+
 	s.warnOdd(odd)
 	v := view{start: start, results: results, missing: missing}
 	s.adv.prune(v.keepCounters)
@@ -282,6 +298,11 @@ func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []str
 			unobserved: r.unobserved[:0],
 			odd:        r.odd[:0],
 		}
+		// Streams with no consumers (KV buckets nobody watches, archives)
+		// cost no request: the stream list already said so.
+		if _, had := s.hadConsumers[r.name]; !had && streams[i].State.Consumers == 0 {
+			r.state, r.skip, r.listedAt = listed, true, time.Now()
+		}
 	}
 	nw := min(s.cfg.Concurrency, len(streams))
 	for len(s.workers) < nw {
@@ -296,7 +317,9 @@ func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []str
 				if i >= len(results) {
 					return
 				}
-				s.listStream(ctx, w, &results[i])
+				if !results[i].skip {
+					s.listStream(ctx, w, &results[i])
+				}
 			}
 		})
 	}
@@ -370,6 +393,7 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 			Push:            ci.Config.DeliverSubject != "",
 			PushBound:       ci.PushBound,
 			Paused:          ci.Paused,
+			AckNone:         ci.Config.AckPolicy == "none",
 		})
 	}
 	// Sorted by consumer name, so the tick's bookkeeping can binary search.

@@ -696,3 +696,103 @@ func TestStartStop(t *testing.T) {
 	}
 	s.Stop()
 }
+
+// A consumer whose messages are taken and never acked is redelivered to
+// after AckWait: against a real server, the sampled flow shows no acks and
+// a stall, not a node making progress.
+func TestRedeliveredNeverAckedStalls(t *testing.T) {
+	for _, ackFirst := range []int{0, 2} {
+		t.Run(fmt.Sprintf("acked=%d", ackFirst), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, sampler.Config{})
+			e.stream(jetstream.StreamConfig{Name: "ORDERS", Storage: jetstream.MemoryStorage})
+			e.publish("orders.new", 5)
+			cons := e.consumer("ORDERS", jetstream.ConsumerConfig{
+				Durable: "hung", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 300 * time.Millisecond,
+			})
+			if ackFirst > 0 {
+				batch, err := cons.Fetch(ackFirst, jetstream.FetchMaxWait(5*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range batch.Messages() {
+					if err := m.DoubleAck(e.ctx()); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			tr := flow.NewTracker(flow.Config{StallAfter: time.Second, WarmUp: time.Second})
+			var last flow.Node
+			redelivered := false
+			testutil.Eventually(t, 20*time.Second, func() bool {
+				if b, err := cons.FetchNoWait(5); err == nil {
+					for m := range b.Messages() {
+						if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+							redelivered = true
+						}
+					}
+				}
+				for _, n := range tr.Update(e.sample()).Nodes {
+					last = n
+				}
+				return redelivered && last.Stalled && last.AckRate == 0
+			}, "a consumer redelivered to and never acking stalls with ackRate 0")
+		})
+	}
+}
+
+// A stream the stream list says has no consumers costs no CONSUMER.LIST
+// request, unless it had consumers last tick: a count that lags behind a
+// deletion must not make a node vanish early, nor hide a new one.
+func TestStreamsWithoutConsumersAreNotListed(t *testing.T) {
+	e := newEnv(t, sampler.Config{})
+	for _, name := range []string{"ORDERS", "ARCHIVE", "SPARE"} {
+		e.stream(jetstream.StreamConfig{Name: name, Storage: jetstream.MemoryStorage})
+	}
+	e.consumer("ORDERS", jetstream.ConsumerConfig{Durable: "w", AckPolicy: jetstream.AckExplicitPolicy})
+
+	spy := testutil.Connect(t, e.srv.ClientURL())
+	sub, err := spy.SubscribeSync("$JS.API.CONSUMER.LIST.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	counts := func() map[string]int {
+		// After a round trip on its connection, every request the server
+		// routed before it is queued on the spy.
+		if err := spy.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for {
+			m, err := sub.NextMsg(20 * time.Millisecond)
+			if err != nil {
+				return out
+			}
+			out[strings.TrimPrefix(m.Subject, "$JS.API.CONSUMER.LIST.")]++
+		}
+	}
+
+	e.sample()
+	e.sample()
+	if got := counts(); got["ORDERS"] != 2 || got["ARCHIVE"] != 0 || got["SPARE"] != 0 {
+		t.Fatalf("CONSUMER.LIST requests over two ticks: %v, want only ORDERS, twice", got)
+	}
+	e.consumer("SPARE", jetstream.ConsumerConfig{Durable: "late", AckPolicy: jetstream.AckExplicitPolicy})
+	if _, ok := find(e.sample(), "SPARE", "late"); !ok {
+		t.Fatal("a consumer on a stream that had none is not seen on the next tick")
+	}
+	counts()
+	if err := e.js.DeleteConsumer(e.ctx(), "SPARE", "late"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := find(e.sample(), "SPARE", "late"); ok {
+		t.Fatal("deleted consumer still sampled")
+	}
+	e.sample()
+	if got := counts(); got["SPARE"] != 1 {
+		t.Fatalf("SPARE listed %d times over the two ticks after its last consumer went, want once (the tick that saw it go)", got["SPARE"])
+	}
+}

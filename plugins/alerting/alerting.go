@@ -19,6 +19,7 @@ import (
 
 	"github.com/happen-dev/happen/plugins/internal/params"
 	"github.com/happen-dev/happen/sdk"
+	"github.com/happen-dev/happen/sdk/events"
 )
 
 // Alerting POSTs incidents to a webhook: when a rule fires, and again when
@@ -38,6 +39,9 @@ type Alerting struct {
 	backoff, maxBackoff time.Duration
 
 	sent *sentSet
+	// open holds back the resolve of a group incident until its last node
+	// is up.
+	open *openSet
 }
 
 // New returns the action; version is reported by Describe and sent in the
@@ -55,6 +59,7 @@ func New(version string) *Alerting {
 		backoff:        500 * time.Millisecond,
 		maxBackoff:     10 * time.Second,
 		sent:           newSentSet(4096, 24*time.Hour, time.Now),
+		open:           newOpenSet(4096, 24*time.Hour, time.Now),
 	}
 }
 
@@ -130,6 +135,7 @@ func (a *Alerting) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.Exec
 }
 
 func (a *Alerting) send(ctx context.Context, req *sdk.ExecuteRequest, resolve bool) (*sdk.ExecuteResponse, error) {
+	done := false // delivered now or before
 	cfg, err := parseConfig(req.With)
 	if err != nil {
 		return nil, sdk.Permanent(fmt.Errorf("alerting: %w", err))
@@ -147,11 +153,32 @@ func (a *Alerting) send(ctx context.Context, req *sdk.ExecuteRequest, resolve bo
 		phase = "resolve"
 	}
 	dest := redact(cfg.url)
+	incID := firstNonEmpty(down.Context.CorrelationID, down.Context.ID)
+
+	// A node incident ends when its last node is up: a partial node.up
+	// (one node of a partition left or was superseded) sends nothing.
+	openKey := destKey(cfg) + "|" + incID
+	if !inc.system {
+		if !resolve {
+			a.open.down(openKey, inc.affected)
+		} else {
+			over, nodes := a.open.up(openKey, inc.upNode, inc.affected, inc.reason == events.ReasonCleared || inc.reason == events.ReasonRemoved)
+			if !over {
+				return &sdk.ExecuteResponse{Message: fmt.Sprintf("%s of incident %s is up; its resolve waits for %s", inc.upNode, incID, strings.Join(nodes, ", "))}, nil
+			}
+			inc.affected = nodes
+			defer func() {
+				if done {
+					a.open.forget(openKey)
+				}
+			}()
+		}
+	}
 
 	// Keys of what this request would deliver. One destination gets one
 	// alert per incident and phase (per node for Alertmanager, whose alerts
 	// are per node), whichever action or event of the incident comes first.
-	scope := destKey(cfg) + "|" + firstNonEmpty(down.Context.CorrelationID, down.Context.ID) + "|" + phase
+	scope := destKey(cfg) + "|" + incID + "|" + phase
 	var keys []string
 	if req.IdempotencyKey != "" {
 		keys = append(keys, destKey(cfg)+"|idem|"+req.IdempotencyKey)
@@ -186,7 +213,8 @@ func (a *Alerting) send(ctx context.Context, req *sdk.ExecuteRequest, resolve bo
 		skip = idemDone || len(nodes) == 0
 	}
 	if skip {
-		return &sdk.ExecuteResponse{Message: fmt.Sprintf("%s of incident %s already sent to %s", phase, firstNonEmpty(down.Context.CorrelationID, down.Context.ID), dest)}, nil
+		done = true
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("%s of incident %s already sent to %s", phase, incID, dest)}, nil
 	}
 
 	var body []byte
@@ -211,7 +239,7 @@ func (a *Alerting) send(ctx context.Context, req *sdk.ExecuteRequest, resolve bo
 		}
 		return nil, err
 	}
-	delivered = true
+	delivered, done = true, true
 	return &sdk.ExecuteResponse{Message: fmt.Sprintf("sent %s %s to %s (%d attempt(s))", cfg.format, phase, dest, attempts)}, nil
 }
 

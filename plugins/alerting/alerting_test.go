@@ -614,3 +614,150 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// partitionUp is eu-n's node.up of the partition, for a reason.
+func partitionUp(t *testing.T, node, reason string) (up, down events.Envelope) {
+	down = partitionDown(t, "p-"+node, node)
+	up = nodeUp(t, down, node)
+	var p events.NodeUp
+	if err := up.Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	p.Reason = reason
+	up.Payload, _ = json.Marshal(p)
+	return up, down
+}
+
+// A partition can end node by node: eu-1's consumer is deleted (left), eu-2
+// is taken over by another rule (superseded), eu-3 heals. The resolve goes
+// out once, at the end, with every node of the incident.
+func TestGroupResolveWaitsForLastNode(t *testing.T) {
+	h := host(t)
+	for _, format := range []string{"json", "slack", "alertmanager"} {
+		t.Run(format, func(t *testing.T) {
+			hk := newHook(t, nil)
+			a := fast()
+			w := with(hk.URL, format)
+			for _, n := range []string{"eu-1", "eu-2", "eu-3"} {
+				if _, err := a.Execute(ctxT(t), fire(h, partitionDown(t, "p-"+n, n), w)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := len(hk.requests()); n != 1 {
+				t.Fatalf("%d requests on fire, want 1", n)
+			}
+			undo := func(node, reason string) string {
+				t.Helper()
+				up, down := partitionUp(t, node, reason)
+				resp, err := a.Undo(ctxT(t), resolve(h, up, down, w))
+				if err != nil {
+					t.Fatalf("undo %s: %v", node, err)
+				}
+				return resp.Message
+			}
+			msg := undo("eu-1", events.ReasonLeft)
+			if !strings.Contains(msg, "waits for eu-2, eu-3") {
+				t.Errorf("message %q", msg)
+			}
+			undo("eu-1", events.ReasonLeft) // a retry
+			undo("eu-2", events.ReasonSuperseded)
+			if got := hk.requests(); len(got) != 1 {
+				t.Fatalf("a resolve went out while eu-3 is still down: %s", got[len(got)-1].body)
+			}
+			undo("eu-3", events.ReasonCleared)
+			undo("eu-3", events.ReasonCleared) // a retry
+			undo("eu-2", events.ReasonSuperseded)
+			got := hk.requests()
+			if len(got) != 2 {
+				t.Fatalf("%d requests, want the fire and one resolve", len(got))
+			}
+			body := got[1].body
+			switch format {
+			case "json":
+				if !strings.Contains(body, `"type":"node.up"`) || !strings.Contains(body, `"nodeId":"eu-3"`) {
+					t.Errorf("resolve %s", body)
+				}
+			case "slack":
+				want, _ := json.Marshal(map[string]string{"text": "[RESOLVED] partition on group eu: 3 nodes (eu-1, eu-2, eu-3) resolved after 43s [rule partition]"})
+				if body != string(want) {
+					t.Errorf("resolve\n got %s\nwant %s", body, want)
+				}
+			case "alertmanager":
+				var alerts []amAlert
+				if err := json.Unmarshal([]byte(body), &alerts); err != nil {
+					t.Fatal(err)
+				}
+				var nodes []string
+				for _, al := range alerts {
+					nodes = append(nodes, al.Labels["nodeId"])
+					if al.EndsAt != "2024-11-23T22:14:02.5Z" {
+						t.Errorf("alert %+v", al)
+					}
+				}
+				if strings.Join(nodes, ",") != "eu-1,eu-2,eu-3" {
+					t.Errorf("resolved alerts for %v", nodes)
+				}
+				if strings.Contains(got[0].body, "endsAt") {
+					t.Errorf("fire has endsAt: %s", got[0].body)
+				}
+			}
+		})
+	}
+}
+
+// The resolve that failed to go out is sent by its retry, and only once.
+func TestGroupResolveRetried(t *testing.T) {
+	h := host(t)
+	hk := newHook(t, status(200, 400))
+	a := fast()
+	w := with(hk.URL, "slack")
+	for _, n := range []string{"eu-1", "eu-2", "eu-3"} {
+		if _, err := a.Execute(ctxT(t), fire(h, partitionDown(t, "p-"+n, n), w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	undo := func(node string) error {
+		up, down := partitionUp(t, node, events.ReasonCleared)
+		_, err := a.Undo(ctxT(t), resolve(h, up, down, w))
+		return err
+	}
+	for _, n := range []string{"eu-1", "eu-2"} {
+		if err := undo(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := undo("eu-3"); err == nil {
+		t.Fatal("a 400 on resolve was accepted")
+	}
+	for range 2 {
+		if err := undo("eu-3"); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+	}
+	if n := len(hk.requests()); n != 3 {
+		t.Fatalf("%d requests, want fire, failed resolve, resolve", n)
+	}
+}
+
+// A plugin that restarted mid-incident does not know which nodes went up
+// before: a node.up whose condition cleared ends the group as a whole and
+// sends the resolve; a node leaving does not.
+func TestGroupResolveAfterRestart(t *testing.T) {
+	h := host(t)
+	hk := newHook(t, nil)
+	w := with(hk.URL, "slack")
+	up, down := partitionUp(t, "eu-1", events.ReasonLeft)
+	if _, err := fast().Undo(ctxT(t), resolve(h, up, down, w)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(hk.requests()); n != 0 {
+		t.Fatalf("a node leaving sent %d requests", n)
+	}
+	up, down = partitionUp(t, "eu-2", events.ReasonCleared)
+	if _, err := fast().Undo(ctxT(t), resolve(h, up, down, w)); err != nil {
+		t.Fatal(err)
+	}
+	if got := hk.requests(); len(got) != 1 || !strings.Contains(got[0].body, "RESOLVED") {
+		t.Fatalf("requests %+v", got)
+	}
+}

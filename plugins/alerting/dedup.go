@@ -3,6 +3,7 @@ package main
 import (
 	"container/list"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -124,4 +125,103 @@ func (s *sentSet) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.order.Len()
+}
+
+// openSet follows the group incidents sent to each destination: which of
+// their nodes are still down. A group incident (a partition) can end node by
+// node, a node whose consumer was deleted or that a higher-priority rule
+// took over ending alone, and its resolve is due once, when its last node
+// is up. Like sentSet it lives in memory, bounded in size and age.
+type openSet struct {
+	mu  sync.Mutex
+	max int
+	ttl time.Duration
+	now func() time.Time
+	m   map[string]*openIncident
+}
+
+type openIncident struct {
+	nodes []string // every node of the incident, sorted
+	up    []string // those whose node.up came, sorted
+	at    time.Time
+}
+
+func newOpenSet(max int, ttl time.Duration, now func() time.Time) *openSet {
+	return &openSet{max: max, ttl: ttl, now: now, m: map[string]*openIncident{}}
+}
+
+// down records the nodes of a node.down of incident key.
+func (o *openSet) down(key string, nodes []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	inc := o.get(key)
+	if inc == nil {
+		inc = o.put(key)
+	}
+	inc.nodes = sortedUnion(inc.nodes, nodes)
+	inc.at = o.now()
+}
+
+// up records node of incident key as up. It reports whether the incident
+// is over, and its nodes: every node it has had, or, while it goes on,
+// those still down. An incident it does not know (the plugin restarted
+// since it fired) is over at a node.up whose condition cleared, which ends
+// a group as a whole; after any other node.up (left, superseded) it waits
+// for the nodes of nodes not yet up.
+func (o *openSet) up(key, node string, nodes []string, cleared bool) (over bool, which []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	inc := o.get(key)
+	if inc == nil {
+		if cleared {
+			return true, nodes
+		}
+		inc = o.put(key)
+	}
+	inc.nodes = sortedUnion(inc.nodes, nodes)
+	inc.up = sortedUnion(inc.up, []string{node})
+	inc.at = o.now()
+	down := slices.DeleteFunc(slices.Clone(inc.nodes), func(n string) bool { return slices.Contains(inc.up, n) })
+	if len(down) == 0 || node == "" {
+		return true, sortedUnion(inc.nodes, inc.up)
+	}
+	return false, down
+}
+
+// forget drops incident key once its resolve is out.
+func (o *openSet) forget(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.m, key)
+}
+
+// get returns the incident under key unless it is too old. Caller holds mu.
+func (o *openSet) get(key string) *openIncident {
+	inc, ok := o.m[key]
+	if ok && o.now().Sub(inc.at) > o.ttl {
+		delete(o.m, key)
+		return nil
+	}
+	return inc
+}
+
+// put adds an empty incident under key, making room first. Caller holds mu.
+func (o *openSet) put(key string) *openIncident {
+	if len(o.m) >= o.max {
+		now := o.now()
+		var oldest string
+		for k, inc := range o.m {
+			if now.Sub(inc.at) > o.ttl {
+				delete(o.m, k)
+			} else if oldest == "" || inc.at.Before(o.m[oldest].at) {
+				oldest = k
+			}
+		}
+		if len(o.m) >= o.max {
+			delete(o.m, oldest)
+		}
+	}
+	inc := &openIncident{at: o.now()}
+	o.m[key] = inc
+	return inc
 }

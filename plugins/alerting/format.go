@@ -27,6 +27,7 @@ type incident struct {
 	level    string
 	system   bool
 	nodeID   string
+	upNode   string // on resolve, the node of the node.up
 	group    string
 	affected []string // sorted, distinct; for a node event includes nodeID
 	node     *events.LagMetrics
@@ -82,6 +83,7 @@ func readIncident(rule string, ev, down events.Envelope, resolve bool) (*inciden
 			return nil, err
 		}
 		inc.downSeconds, inc.reason = u.DownSeconds, u.Reason
+		inc.upNode = firstNonEmpty(u.NodeID, inc.nodeID)
 		inc.nodeID = firstNonEmpty(inc.nodeID, u.NodeID)
 		inc.pattern = firstNonEmpty(inc.pattern, u.Pattern)
 	case events.TypeSystemUp:

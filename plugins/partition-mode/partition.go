@@ -42,8 +42,13 @@ type Mode struct {
 }
 
 // incident is one open partition: every node.down sharing a correlationId.
+// It ends when every one of its nodes is up.
 type incident struct {
-	IsolatedNodes             []string `json:"isolatedNodes"`
+	// IsolatedNodes are the nodes still cut off.
+	IsolatedNodes []string `json:"isolatedNodes"`
+	// Up are the nodes whose node.up has taken effect: a late node.down of
+	// the incident naming them in affectedNodes does not isolate them again.
+	Up                        []string `json:"up,omitempty"`
 	Since                     int64    `json:"since"`
 	PrioritizeLocalOperations bool     `json:"prioritizeLocalOperations"`
 	QueueRemoteOperations     bool     `json:"queueRemoteOperations"`
@@ -136,7 +141,7 @@ func (p *PartitionMode) Execute(ctx context.Context, req *sdk.ExecuteRequest) (*
 	if !seen || req.Event.Context.Timestamp < inc.Since {
 		inc.Since = req.Event.Context.Timestamp
 	}
-	inc.IsolatedNodes = union(inc.IsolatedNodes, nodes)
+	inc.IsolatedNodes = without(union(inc.IsolatedNodes, nodes), inc.Up)
 	inc.PrioritizeLocalOperations, inc.QueueRemoteOperations = cfg.prioritize, cfg.queue
 	st.Incidents[id] = inc
 
@@ -150,9 +155,15 @@ func (p *PartitionMode) Execute(ctx context.Context, req *sdk.ExecuteRequest) (*
 	return &sdk.ExecuteResponse{Message: fmt.Sprintf("partition mode active: %s isolated", strings.Join(mode.IsolatedNodes, ", "))}, nil
 }
 
-// Undo ends the incident and publishes what remains: inactive unless
-// another partition is still open. The first node.up of an incident ends
-// it, since the group heals as a whole.
+// Undo takes the node of a node.up out of its incident and publishes what
+// remains. A group incident can end node by node (a node whose consumer was
+// deleted, or that a higher-priority rule took over, ends alone), so the
+// incident stays open, still active, until its last node is up; then it
+// ends, and the mode is inactive unless another partition is still open.
+//
+// The state is saved only once the mode is out, so a retried Undo finds its
+// node already up only when the directive was published: it publishes
+// nothing more. A retry after a failure publishes the same mode again.
 func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.ExecuteResponse, error) {
 	cfg, err := p.check(req)
 	if err != nil {
@@ -160,6 +171,17 @@ func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk
 	}
 	if req.Event.Type != events.TypeNodeUp {
 		return nil, sdk.Permanent(fmt.Errorf("partition-mode: resolves on %s events, not %q (event %s)", events.TypeNodeUp, req.Event.Type, req.Event.Context.ID))
+	}
+	var up events.NodeUp
+	if err := req.Event.Decode(&up); err != nil {
+		return nil, sdk.Permanent(fmt.Errorf("partition-mode: event %s: %w", req.Event.Context.ID, err))
+	}
+	node := up.NodeID
+	if node == "" && req.Down.Type == events.TypeNodeDown {
+		var d events.NodeDown
+		if req.Down.Decode(&d) == nil {
+			node = d.NodeID
+		}
 	}
 	id := incidentID(req.Down)
 	if req.Down.Context.ID == "" {
@@ -172,21 +194,39 @@ func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk
 	if err != nil {
 		return nil, err
 	}
+	inc, open := st.Incidents[id]
+	switch {
+	case open && node != "" && slices.Contains(inc.Up, node):
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("node %s of incident %s already up; mode unchanged", node, id)}, nil
+	case !open && slices.ContainsFunc(st.Resolved, func(e ended) bool { return e.ID == id }):
+		// A retry of the node.up that ended the incident, which went out.
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s already ended; mode unchanged", id)}, nil
+	}
+
 	since := req.Down.Context.Timestamp
-	if inc, ok := st.Incidents[id]; ok {
+	over := false
+	if open {
 		since = inc.Since
-		delete(st.Incidents, id)
-		st.Resolved = append(st.Resolved, ended{ID: id, Since: since})
-		if n := len(st.Resolved); n > keepResolved {
-			st.Resolved = slices.Clone(st.Resolved[n-keepResolved:])
+		if node == "" {
+			// A node.up naming no node: nothing tells which part healed,
+			// so the incident ends as a whole.
+			inc.IsolatedNodes = nil
+		} else {
+			inc.Up = union(inc.Up, []string{node})
+			inc.IsolatedNodes = without(inc.IsolatedNodes, inc.Up)
 		}
-	} else if i := slices.IndexFunc(st.Resolved, func(e ended) bool { return e.ID == id }); i >= 0 {
-		// A retry: the incident ended in an earlier attempt.
-		since = st.Resolved[i].Since
+		if over = len(inc.IsolatedNodes) == 0; over {
+			delete(st.Incidents, id)
+			st.Resolved = append(st.Resolved, ended{ID: id, Since: since})
+			if n := len(st.Resolved); n > keepResolved {
+				st.Resolved = slices.Clone(st.Resolved[n-keepResolved:])
+			}
+		} else {
+			st.Incidents[id] = inc
+		}
 	}
-	if err := saveState(ctx, req.Host, st); err != nil {
-		return nil, err
-	}
+	// With no open incident (its node.down never took effect here), the
+	// current mode is published again, as it is.
 	mode := st.mode()
 	if !mode.Active {
 		mode.Since = since
@@ -195,10 +235,19 @@ func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk
 	if err := apply(ctx, req.Host, mode); err != nil {
 		return nil, err
 	}
-	if mode.Active {
-		return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s ended; partition mode still active: %s isolated", id, strings.Join(mode.IsolatedNodes, ", "))}, nil
+	if open {
+		if err := saveState(ctx, req.Host, st); err != nil {
+			return nil, err
+		}
 	}
-	return &sdk.ExecuteResponse{Message: fmt.Sprintf("incident %s ended; partition mode inactive", id)}, nil
+	what := fmt.Sprintf("incident %s ended", id)
+	if open && !over {
+		what = fmt.Sprintf("node %s of incident %s up, %s still cut off", node, id, strings.Join(inc.IsolatedNodes, ", "))
+	}
+	if mode.Active {
+		return &sdk.ExecuteResponse{Message: fmt.Sprintf("%s; partition mode still active: %s isolated", what, strings.Join(mode.IsolatedNodes, ", "))}, nil
+	}
+	return &sdk.ExecuteResponse{Message: what + "; partition mode inactive"}, nil
 }
 
 func (p *PartitionMode) check(req *sdk.ExecuteRequest) (config, error) {
@@ -287,6 +336,11 @@ func nodesOf(d events.NodeDown) []string {
 		nodes = append(nodes, d.NodeID)
 	}
 	return union(nil, nodes)
+}
+
+// without returns the names of a not in b.
+func without(a, b []string) []string {
+	return slices.DeleteFunc(slices.Clone(a), func(s string) bool { return slices.Contains(b, s) })
 }
 
 // union returns the sorted, distinct, non-empty names of a and b.

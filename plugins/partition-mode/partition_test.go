@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -207,9 +208,16 @@ func TestResolveClears(t *testing.T) {
 		}
 		e.next(t)
 	}
-	resp, err := p.Undo(ctxT(t), e.resolve(t, d2, "eu-2", nil))
+	// eu-2 heals first: eu-1 is still cut off.
+	if _, err := p.Undo(ctxT(t), e.resolve(t, d2, "eu-2", nil)); err != nil {
+		t.Fatalf("undo eu-2: %v", err)
+	}
+	if got, want := e.next(t), modeJSON(true, []string{"eu-1"}, true, true, t0); got != want {
+		t.Errorf("after eu-2 up\n got %s\nwant %s", got, want)
+	}
+	resp, err := p.Undo(ctxT(t), e.resolve(t, d1, "eu-1", nil))
 	if err != nil {
-		t.Fatalf("undo: %v", err)
+		t.Fatalf("undo eu-1: %v", err)
 	}
 	want := modeJSON(false, []string{}, true, true, t0)
 	if got := e.next(t); got != want {
@@ -222,13 +230,13 @@ func TestResolveClears(t *testing.T) {
 	if !strings.Contains(resp.Message, "inactive") {
 		t.Errorf("message %q", resp.Message)
 	}
-	// The other node's resolve, and a retry from a restarted plugin, say the same.
+	// Retries of both resolves, from this plugin and a restarted one,
+	// change and publish nothing.
 	for _, pm := range []*PartitionMode{p, New("test")} {
-		if _, err := pm.Undo(ctxT(t), e.resolve(t, d1, "eu-1", nil)); err != nil {
-			t.Fatalf("repeated undo: %v", err)
-		}
-		if got := e.next(t); got != want {
-			t.Errorf("repeated undo\n got %s\nwant %s", got, want)
+		for _, r := range []*sdk.ExecuteRequest{e.resolve(t, d1, "eu-1", nil), e.resolve(t, d2, "eu-2", nil)} {
+			if _, err := pm.Undo(ctxT(t), r); err != nil {
+				t.Fatalf("repeated undo: %v", err)
+			}
 		}
 	}
 	// A node.down of the ended incident arriving late does not reopen it.
@@ -238,6 +246,161 @@ func TestResolveClears(t *testing.T) {
 	if got := e.stored(t); got != want {
 		t.Errorf("late node.down reopened the incident: %s", got)
 	}
+	if st := e.state(t); len(st.Incidents) != 0 || len(st.Resolved) != 1 || st.Resolved[0].ID != "inc-eu" {
+		t.Errorf("state %+v", st)
+	}
+	// The next directive is a new incident's: nothing was published since
+	// the end.
+	if _, err := p.Execute(ctxT(t), e.fire(down(t, "d-us", "inc-us", "us-1", t0+5000, "us-1"), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.next(t), modeJSON(true, []string{"us-1"}, true, true, t0+5000); got != want {
+		t.Errorf("after retries and a late node.down\n got %s\nwant %s", got, want)
+	}
+}
+
+// A group incident ends node by node: one node leaves (its consumer is
+// deleted) or is superseded, the others stay cut off until they heal.
+func TestPartialResolve(t *testing.T) {
+	e := setup(t)
+	p := New("test")
+	nodes := []string{"eu-1", "eu-2", "eu-3"}
+	downs := map[string]events.Envelope{}
+	for i, n := range nodes {
+		downs[n] = down(t, "d-"+n, "inc-eu", n, t0+int64(i), nodes...)
+	}
+	// eu-3's node.down is slow to arrive: eu-1 and eu-2 open the incident.
+	for _, n := range nodes[:2] {
+		if _, err := p.Execute(ctxT(t), e.fire(downs[n], nil)); err != nil {
+			t.Fatal(err)
+		}
+		e.next(t)
+	}
+	undo := func(pm *PartitionMode, n, reason string) *sdk.ExecuteResponse {
+		t.Helper()
+		r := e.resolve(t, downs[n], n, nil)
+		r.Event = upWith(t, r.Event, reason)
+		resp, err := pm.Undo(ctxT(t), r)
+		if err != nil {
+			t.Fatalf("undo %s: %v", n, err)
+		}
+		return resp
+	}
+
+	resp := undo(p, "eu-1", events.ReasonLeft)
+	active := modeJSON(true, []string{"eu-2", "eu-3"}, true, true, t0)
+	if got := e.next(t); got != active {
+		t.Fatalf("after eu-1 left\n got %s\nwant %s", got, active)
+	}
+	if got := e.stored(t); got != active {
+		t.Errorf("stored after eu-1 left\n got %s\nwant %s", got, active)
+	}
+	if !strings.Contains(resp.Message, "still active") {
+		t.Errorf("message %q", resp.Message)
+	}
+	// The retry, from a restarted plugin too, publishes nothing.
+	undo(p, "eu-1", events.ReasonLeft)
+	undo(New("test"), "eu-1", events.ReasonLeft)
+	// eu-3's node.down arrives late, listing eu-1: eu-1 stays healed.
+	if _, err := p.Execute(ctxT(t), e.fire(downs["eu-3"], nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.next(t); got != active {
+		t.Errorf("after the late node.down (or a retry published again)\n got %s\nwant %s", got, active)
+	}
+
+	undo(p, "eu-2", events.ReasonSuperseded)
+	if got, want := e.next(t), modeJSON(true, []string{"eu-3"}, true, true, t0); got != want {
+		t.Errorf("after eu-2 superseded\n got %s\nwant %s", got, want)
+	}
+	if st := e.state(t); len(st.Incidents) != 1 || len(st.Resolved) != 0 {
+		t.Errorf("incident ended early: %+v", st)
+	}
+
+	resp = undo(New("test"), "eu-3", events.ReasonCleared)
+	inactive := modeJSON(false, []string{}, true, true, t0)
+	if got := e.next(t); got != inactive {
+		t.Errorf("after the last node\n got %s\nwant %s", got, inactive)
+	}
+	if got := e.stored(t); got != inactive {
+		t.Errorf("stored at the end\n got %s\nwant %s", got, inactive)
+	}
+	if !strings.Contains(resp.Message, "inactive") {
+		t.Errorf("message %q", resp.Message)
+	}
+	if st := e.state(t); len(st.Incidents) != 0 || len(st.Resolved) != 1 {
+		t.Errorf("state at the end %+v", st)
+	}
+}
+
+// A resolve that could not publish is published by its retry: the state is
+// saved only once the directive is out.
+func TestUndoRetriedAfterPublishFailure(t *testing.T) {
+	e := setup(t)
+	p := New("test")
+	nodes := []string{"eu-1", "eu-2"}
+	d1 := down(t, "d1", "inc-eu", "eu-1", t0, nodes...)
+	if _, err := p.Execute(ctxT(t), e.fire(d1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	e.next(t)
+	req := e.resolve(t, d1, "eu-1", nil)
+	flaky := &failingHost{Host: e.host, fail: 1}
+	failed := *req
+	failed.Host = flaky
+	if _, err := p.Undo(ctxT(t), &failed); err == nil {
+		t.Fatal("undo succeeded without publishing")
+	}
+	if _, err := p.Undo(ctxT(t), req); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if got, want := e.next(t), modeJSON(true, []string{"eu-2"}, true, true, t0); got != want {
+		t.Errorf("after the retry\n got %s\nwant %s", got, want)
+	}
+}
+
+// failingHost fails its first fail publishes.
+type failingHost struct {
+	sdk.Host
+	mu   sync.Mutex
+	fail int
+}
+
+func (h *failingHost) Publish(ctx context.Context, subject string, data []byte) error {
+	h.mu.Lock()
+	fail := h.fail > 0
+	h.fail--
+	h.mu.Unlock()
+	if fail {
+		return errors.New("publish failed")
+	}
+	return h.Host.Publish(ctx, subject, data)
+}
+
+// upWith sets the reason of a node.up.
+func upWith(t *testing.T, u events.Envelope, reason string) events.Envelope {
+	t.Helper()
+	var p events.NodeUp
+	if err := u.Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	p.Reason = reason
+	raw, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Payload = raw
+	return u
+}
+
+// state reads the plugin's incidents from KV.
+func (e *env) state(t *testing.T) *state {
+	t.Helper()
+	st, err := loadState(ctxT(t), e.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func TestTwoIncidents(t *testing.T) {

@@ -43,7 +43,9 @@ type Incident struct {
 	EndedAt       int64    `json:"endedAt,omitempty"` // Unix milliseconds
 	DownSeconds   float64  `json:"downSeconds,omitempty"`
 	// LastKey is the idempotency key of the last request applied, so a
-	// retried request that already took effect is not applied twice.
+	// retried request that already took effect is not applied twice. It is
+	// stored after the summary is published: a request whose publish failed
+	// is applied again by its retry.
 	LastKey string `json:"lastKey"`
 }
 
@@ -91,11 +93,13 @@ func (incidents) Execute(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.Exe
 		inc.AffectedNodes = union(prev.AffectedNodes, inc.AffectedNodes)
 		inc.Since = prev.Since
 	}
-	inc.LastKey = req.IdempotencyKey
-	if err := store(ctx, req.Host, bucket, key, inc); err != nil {
+	// Publish, then record: a retry after a failed publish publishes again
+	// (at least once, never lost).
+	if err := publish(ctx, req.Host, subject, inc); err != nil {
 		return nil, err
 	}
-	if err := publish(ctx, req.Host, subject, inc); err != nil {
+	inc.LastKey = req.IdempotencyKey
+	if err := store(ctx, req.Host, bucket, key, inc); err != nil {
 		return nil, err
 	}
 	return &sdk.ExecuteResponse{Message: "incident " + inc.ID + " opened"}, nil
@@ -133,11 +137,13 @@ func (incidents) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk.Execut
 	inc.Status = "resolved"
 	inc.EndedAt = req.Event.Context.Timestamp
 	inc.DownSeconds = up.DownSeconds
-	inc.LastKey = req.IdempotencyKey
-	if err := store(ctx, req.Host, bucket, key, inc); err != nil {
+	// Publish, then record: a retry after a failed publish publishes again
+	// (at least once, never lost).
+	if err := publish(ctx, req.Host, subject, inc); err != nil {
 		return nil, err
 	}
-	if err := publish(ctx, req.Host, subject, inc); err != nil {
+	inc.LastKey = req.IdempotencyKey
+	if err := store(ctx, req.Host, bucket, key, inc); err != nil {
 		return nil, err
 	}
 	return &sdk.ExecuteResponse{Message: "incident " + inc.ID + " resolved"}, nil

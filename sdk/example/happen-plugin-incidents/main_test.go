@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,4 +156,93 @@ func record(t *testing.T, js jetstream.JetStream) Incident {
 		t.Fatal(err)
 	}
 	return inc
+}
+
+// flakyHost fails the publishes it is told to, and passes on everything else.
+type flakyHost struct {
+	sdk.Host
+	mu   sync.Mutex
+	fail int
+}
+
+func (h *flakyHost) failNext() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fail++
+}
+
+func (h *flakyHost) Publish(ctx context.Context, subject string, data []byte) error {
+	h.mu.Lock()
+	fail := h.fail > 0
+	if fail {
+		h.fail--
+	}
+	h.mu.Unlock()
+	if fail {
+		return errors.New("publish failed")
+	}
+	return h.Host.Publish(ctx, subject, data)
+}
+
+// A request whose summary could not be published publishes it on retry:
+// the record says the request was applied only once the summary is out.
+func TestRetryAfterFailedPublish(t *testing.T) {
+	s := testutil.RunServer(t)
+	nc := testutil.Connect(t, s.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := nc.SubscribeSync("ops.incidents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	host := &flakyHost{Host: hostapi.New(nc)}
+	p, err := pluginhost.Start(ctx, pluginhost.Config{Path: binary, Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+
+	down := envelope(t, events.TypeNodeDown, "ev-down", 1000, events.NodeDown{
+		NodeID: "orders-eu-1", Pattern: "node-failure", Rule: "node-failure", Level: "critical",
+		AffectedNodes: []string{"orders-eu-1"},
+	})
+	with := map[string]any{"bucket": "incidents_test", "subject": "ops.incidents"}
+	fire := &sdk.ExecuteRequest{Event: down, Down: down, Rule: "node-failure", With: with, IdempotencyKey: "ev-down/incidents/0/execute"}
+	host.failNext()
+	if _, err := p.Execute(ctx, fire); err == nil {
+		t.Fatal("execute succeeded though its publish failed")
+	}
+	if r, err := p.Execute(ctx, fire); err != nil || r.Message != "incident inc-1 opened" {
+		t.Fatalf("retried execute = %+v, %v", r, err)
+	}
+	if got := nextSummary(t, sub); got.Status != "open" {
+		t.Fatalf("summary = %+v", got)
+	}
+
+	up := envelope(t, events.TypeNodeUp, "ev-up", 43000, events.NodeUp{
+		NodeID: "orders-eu-1", Pattern: "node-failure", Rule: "node-failure", DownSeconds: 42,
+	})
+	res := &sdk.ExecuteRequest{Event: up, Down: down, Rule: "node-failure", With: with, Resolve: true, IdempotencyKey: "ev-up/incidents/0/undo"}
+	host.failNext()
+	if _, err := p.Undo(ctx, res); err == nil {
+		t.Fatal("undo succeeded though its publish failed")
+	}
+	if r, err := p.Undo(ctx, res); err != nil || r.Message != "incident inc-1 resolved" {
+		t.Fatalf("retried undo = %+v, %v", r, err)
+	}
+	want := Summary{Incident: "inc-1", Status: "resolved", Text: "resolved after 42s: node-failure (node-failure, critical) on orders-eu-1"}
+	if got := nextSummary(t, sub); got != want {
+		t.Fatalf("summary = %+v, want %+v", got, want)
+	}
+	if inc := record(t, js); inc.Status != "resolved" || inc.LastKey != res.IdempotencyKey {
+		t.Fatalf("record = %+v", inc)
+	}
+	// Once published and recorded, a further retry does nothing.
+	if r, err := p.Undo(ctx, res); err != nil || r.Message != "incident inc-1 already resolved" {
+		t.Fatalf("third undo = %+v, %v", r, err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strings"
 
@@ -223,6 +224,24 @@ func (p *exprPatcher) Visit(node *ast.Node) {
 					p.inRanges = map[*ast.BinaryNode]bool{}
 				}
 				p.inRanges[r] = true
+				// expr builds the list a..b and searches it unless it can
+				// prove both ends constant and x an int; as a bounds test
+				// it costs the same whatever the bounds.
+				ast.Patch(node, &ast.BinaryNode{Operator: "&&",
+					Left:  &ast.BinaryNode{Operator: ">=", Left: n.Left, Right: r.Left},
+					Right: &ast.BinaryNode{Operator: "<=", Left: n.Left, Right: r.Right},
+				})
+			}
+		case "matches":
+			// A pattern known at load is compiled once, and its size is
+			// bounded here; one computed per run would be compiled per run.
+			pat, ok := n.Right.(*ast.StringNode)
+			if !ok {
+				p.fail(n, "matches needs a fixed pattern (a string or a string var), not a computed one")
+				return
+			}
+			if msg := checkPattern(pat.Value); msg != "" {
+				p.fail(pat, "%s", msg)
 			}
 		}
 	case *ast.VariableDeclaratorNode:
@@ -240,6 +259,26 @@ func (p *exprPatcher) checkRanges() {
 			p.fail(r, "a range (a..b) is only allowed after in, as in x in 1..10")
 		}
 	}
+}
+
+// maxRegexpInst bounds a matches pattern's compiled size: matching costs
+// time in proportion to it, for every node, every tick.
+const maxRegexpInst = 2000
+
+// checkPattern says what is wrong with a matches pattern, or "".
+func checkPattern(pat string) string {
+	re, err := syntax.Parse(pat, syntax.Perl)
+	if err != nil {
+		return fmt.Sprintf("bad pattern: %v", err)
+	}
+	prog, err := syntax.Compile(re.Simplify())
+	if err != nil {
+		return fmt.Sprintf("bad pattern: %v", err)
+	}
+	if n := len(prog.Inst); n > maxRegexpInst {
+		return fmt.Sprintf("pattern is too large (%d instructions compiled, limit %d)", n, maxRegexpInst)
+	}
+	return ""
 }
 
 func (p *exprPatcher) refuse(n ast.Node, name string) {

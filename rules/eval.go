@@ -103,6 +103,11 @@ type Evaluator struct {
 	claims  []int8 // by node index: 0 free, 1 pending claim, 2 firing claim
 	members map[string][]int
 	out     []Transition
+	// index finds a node's index by key; built at most once a tick, when a
+	// firing group or system incident needs its own nodes found.
+	index      map[flow.NodeKey]int
+	indexBuilt bool
+	st         *flow.State
 
 	newID     func() string
 	onError   func(r *Rule, subject string, err error)
@@ -284,6 +289,7 @@ func (e *Evaluator) prepare(st *flow.State) {
 	}
 	e.claims = e.claims[:len(st.Nodes)]
 	clear(e.claims)
+	e.st, e.indexBuilt = st, false
 	for g, idx := range e.members {
 		e.members[g] = idx[:0]
 	}
@@ -306,7 +312,7 @@ func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
 		n := &st.Nodes[i]
 		key := alertKey{rule: r.Fingerprint, node: n.Key}
 		if n.Warming {
-			e.freeze(key, i)
+			e.freeze(key, []int{i})
 			continue
 		}
 		env.Node, env.Group = n, st.GroupOf(n)
@@ -340,7 +346,7 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 		idx := e.members[g.Name]
 		key := alertKey{rule: r.Fingerprint, group: g.Name}
 		if anyWarming(st, idx) {
-			e.freeze(key, idx...)
+			e.freeze(key, idx)
 			continue
 		}
 		env.Group = g
@@ -349,14 +355,14 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 			continue
 		}
 		if ok && a.state == firing {
-			e.supersede(a, st, idx, now)
+			e.supersede(a, now)
 			if a.incident == nil {
 				continue
 			}
 		}
 		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
 		if !ok || e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
-			e.claimAll(a, idx)
+			e.claimFor(a, idx)
 		}
 	}
 }
@@ -378,15 +384,19 @@ func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	}
 	if warming > 0 && 2*warming >= len(st.Nodes) {
 		// Most of the system cannot be judged yet.
-		e.freeze(key)
+		e.freeze(key, idx)
 		return
 	}
 	a, when, ok := e.match(r, key, env)
-	if a == nil || !ok {
+	if a == nil {
+		return
+	}
+	if !ok {
+		e.claimFor(a, idx)
 		return
 	}
 	if a.state == firing {
-		e.supersede(a, st, idx, now)
+		e.supersede(a, now)
 		if a.incident == nil {
 			return
 		}
@@ -394,39 +404,84 @@ func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 	nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
 	blocked := len(idx) > 0 && allClaimed(e.claims, idx)
 	if e.step(now, a, when, env, blocked, nodes) {
-		e.claimAll(a, idx)
+		e.claimFor(a, idx)
 	}
 }
 
 // freeze keeps a firing alert as it is, holding its nodes, while its
 // subject cannot be judged (a node warming up after a gap or a failover);
-// a pending alert is left unseen, so it starts over.
-func (e *Evaluator) freeze(key alertKey, idx ...int) {
+// a pending alert is left unseen, so it starts over. A node alert's node
+// is idx[0]; a group or system alert holds its incident's nodes.
+func (e *Evaluator) freeze(key alertKey, idx []int) {
 	a := e.alerts[key]
 	if a == nil || a.state != firing {
 		return
 	}
 	a.seen = e.tick
-	for _, i := range idx {
-		e.claim(a, i)
+	if key.node != (flow.NodeKey{}) {
+		e.claimAll(a, idx)
+		return
+	}
+	e.claimFor(a, idx)
+}
+
+// claimFor claims what a group or system alert holds: while pending, the
+// subject's nodes (idx), which no lower rule may take meanwhile; once
+// firing, exactly its incident's nodes, wherever they are now. A node that
+// joined the group since is free for other rules, and one that moved away
+// is still held.
+func (e *Evaluator) claimFor(a *alert, idx []int) {
+	if a.state != firing || a.incident == nil {
+		e.claimAll(a, idx)
+		return
+	}
+	for _, k := range a.incident.Nodes {
+		if i, ok := e.nodeIndex(k); ok {
+			e.claim(a, i)
+		}
 	}
 }
 
+func (e *Evaluator) nodeIndex(k flow.NodeKey) (int, bool) {
+	if !e.indexBuilt {
+		if e.index == nil {
+			e.index = make(map[flow.NodeKey]int, len(e.st.Nodes))
+		}
+		clear(e.index)
+		for i := range e.st.Nodes {
+			e.index[e.st.Nodes[i].Key] = i
+		}
+		e.indexBuilt = true
+	}
+	i, ok := e.index[k]
+	return i, ok
+}
+
 // supersede ends the part of a firing group incident on nodes that a rule
-// outranking it now holds, so each node carries one down.
-func (e *Evaluator) supersede(a *alert, st *flow.State, idx []int, now time.Time) {
+// outranking it now holds, so each node carries one down; a system
+// incident ends once every one of its nodes still here is held by others.
+func (e *Evaluator) supersede(a *alert, now time.Time) {
 	inc := a.incident
-	taken := map[flow.NodeKey]bool{}
-	for _, i := range idx {
+	var taken map[flow.NodeKey]bool
+	present := 0
+	for _, k := range inc.Nodes {
+		i, ok := e.nodeIndex(k)
+		if !ok {
+			continue
+		}
+		present++
 		if e.claims[i] == 2 {
-			taken[st.Nodes[i].Key] = true
+			if taken == nil {
+				taken = map[flow.NodeKey]bool{}
+			}
+			taken[k] = true
 		}
 	}
 	if len(taken) == 0 {
 		return
 	}
 	if inc.Rule.Emit == events.TypeSystemDown {
-		if len(taken) < len(inc.Nodes) {
+		if len(taken) < present {
 			return
 		}
 		e.out = e.resolve(e.out, a, now, events.ReasonSuperseded)
@@ -635,8 +690,18 @@ func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
 		}
 		inc.Nodes = kept
 		if len(kept) == 0 && inc.Rule.Emit != events.TypeSystemDown {
-			e.cooldowns[key] = now.Add(inc.Rule.Cooldown)
+			// A node that left will not fire again; its group might.
+			if key.node == (flow.NodeKey{}) {
+				e.cooldowns[key] = now.Add(inc.Rule.Cooldown)
+			}
 			delete(e.alerts, key)
+		}
+	}
+	// Nor do cooldowns outlive the nodes they are for: with consumers that
+	// come and go they would pile up for as long as the cooldown lasts.
+	for k := range e.cooldowns {
+		if left[k.node] {
+			delete(e.cooldowns, k)
 		}
 	}
 }

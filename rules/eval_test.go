@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -537,5 +538,146 @@ func TestEvalRestore(t *testing.T) {
 	// The restored incident goes on as if never interrupted: no second fire.
 	if got := transitions(e.Eval(at(4), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2", waiting: 50}))); got != "" {
 		t.Fatalf("after restore: %q, want nothing", got)
+	}
+}
+
+const claimRules = `
+version: 1
+name: t
+rules:
+  - name: hold
+    when: node.id == "C" && node.messagesWaiting > 5
+    for: 1h
+    pattern: hold
+    priority: 40
+  - name: grp
+    scope: group
+    when: group.stalled >= 2
+    pattern: partition
+    priority: 30
+  - name: nf
+    when: node.stalled
+    pattern: node-failure
+    priority: 20
+`
+
+func activeNodes(e *Evaluator) string {
+	var parts []string
+	for _, inc := range e.Active() {
+		var ids []string
+		for _, k := range inc.Nodes {
+			ids = append(ids, k.Consumer)
+		}
+		sort.Strings(ids)
+		parts = append(parts, inc.Rule.Name+" "+strings.Join(ids, ","))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// 17. A firing group incident holds its own nodes, not every member of its
+// group: a node it did not take keeps the down it has, and a node that
+// joins the group later is free to be reported by a lower rule.
+func TestEvalGroupIncidentHoldsOnlyItsNodes(t *testing.T) {
+	e := NewEvaluator(mustSet(t, claimRules), seqIDs())
+	g := func(id string, stalled bool, waiting int) nodeSpec {
+		return nodeSpec{id: id, group: "g", stalled: stalled, waiting: waiting}
+	}
+	for i, s := range []struct {
+		st   []nodeSpec
+		want string
+	}{
+		{[]nodeSpec{g("A", false, 0), g("B", false, 0), g("C", true, 1)}, "fire nf C"},
+		// C is pending for hold, outranking grp: grp takes A and B only.
+		{[]nodeSpec{g("A", true, 0), g("B", true, 0), g("C", true, 10)}, "fire grp A; fire grp B"},
+		// hold lets go of C; grp does not hold C, so nf keeps it.
+		{[]nodeSpec{g("A", true, 0), g("B", true, 0), g("C", true, 1)}, ""},
+		// D joins the group stalled: grp's incident is A and B, nf reports D.
+		{[]nodeSpec{g("A", true, 0), g("B", true, 0), g("C", true, 1), g("D", true, 1)}, "fire nf D"},
+	} {
+		if got := transitions(e.Eval(at(i), flowState(s.st...))); got != s.want {
+			t.Fatalf("tick %d: got %q, want %q", i, got, s.want)
+		}
+	}
+	if got, want := activeNodes(e), "grp A,B; nf C; nf D"; got != want {
+		t.Fatalf("active %q, want %q: one down per node", got, want)
+	}
+}
+
+// 18. A system incident keeps holding its nodes through a tick where its
+// expression fails, and is superseded only when a higher rule holds every
+// one of its own nodes.
+func TestEvalSystemIncidentClaims(t *testing.T) {
+	t.Run("expression error", func(t *testing.T) {
+		e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: sys
+    scope: system
+    when: 1 % system.stalledNodes == 0
+    resolve: system.nodes == 0
+    pattern: outage
+    priority: 40
+  - name: lag
+    when: node.lagging
+    pattern: lag
+    priority: 10
+`), seqIDs(), OnError(func(*Rule, string, error) {}))
+		if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "A", stalled: true, lagging: true}))); got != "fire sys" {
+			t.Fatalf("tick 0: %q", got)
+		}
+		// 1 % 0 fails: sys keeps its state and its node.
+		if got := transitions(e.Eval(at(1), flowState(nodeSpec{id: "A", lagging: true}))); got != "" {
+			t.Fatalf("tick 1: got %q, want nothing: A is held by sys", got)
+		}
+	})
+	t.Run("supersede", func(t *testing.T) {
+		e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: hi
+    when: node.id != "A" && node.stalled
+    pattern: hi
+    priority: 40
+  - name: sys
+    scope: system
+    when: system.stalledNodes >= 1
+    pattern: outage
+    priority: 30
+`), seqIDs())
+		if got := transitions(e.Eval(at(0), flowState(nodeSpec{id: "A", stalled: true}, nodeSpec{id: "B"}, nodeSpec{id: "C"}))); got != "fire sys" {
+			t.Fatalf("tick 0: %q", got)
+		}
+		all := flowState(nodeSpec{id: "A", stalled: true}, nodeSpec{id: "B", stalled: true}, nodeSpec{id: "C", stalled: true})
+		if got := transitions(e.Eval(at(1), all)); got != "fire hi B; fire hi C" {
+			t.Fatalf("tick 1: got %q; sys holds A, which no higher rule took", got)
+		}
+		if got, want := activeNodes(e), "hi B; hi C; sys A"; got != want {
+			t.Fatalf("active %q, want %q", got, want)
+		}
+	})
+}
+
+// 19. A node that left takes its cooldowns with it.
+func TestEvalLeaveDropsCooldowns(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 10
+    cooldown: 8760h
+    pattern: lag
+`))
+	e.Eval(at(0), flowState(nodeSpec{id: "n1", waiting: 50}, nodeSpec{id: "n2", waiting: 50}))
+	e.Eval(at(1), flowState(nodeSpec{id: "n1"}, nodeSpec{id: "n2", waiting: 50}))
+	if len(e.cooldowns) != 1 {
+		t.Fatalf("%d cooldowns after n1 resolved, want 1", len(e.cooldowns))
+	}
+	e.Leave(at(2), []flow.NodeKey{{Stream: "S", Consumer: "n1"}, {Stream: "S", Consumer: "n2"}})
+	if len(e.cooldowns) != 0 {
+		t.Fatalf("cooldowns %v left behind by nodes that left", e.cooldowns)
 	}
 }

@@ -36,6 +36,15 @@ func LoadFile(path string, opts LoadOptions) (*Ruleset, error) {
 	return Parse(path, data, opts)
 }
 
+// isRegular reports whether name is, or links to, a regular file. Stat
+// follows symlinks (ConfigMap mounts are made of them); a pipe or a device
+// in a rules folder is skipped, never read: the read would block, or never
+// end.
+func isRegular(name string) bool {
+	fi, err := os.Stat(name)
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // LoadPaths loads every ruleset in paths into one Set. A path is a file or
 // a folder; a folder means each *.yaml and *.yml file directly in it, in
 // name order, hidden files and editor leftovers skipped. Faults of every
@@ -68,9 +77,7 @@ func LoadPaths(paths []string, opts LoadOptions) (*Set, error) {
 					continue
 				}
 				name := filepath.Join(p, e.Name())
-				// Stat follows symlinks (ConfigMap mounts are made of them);
-				// anything but a regular file is skipped, not read.
-				if fi, err := os.Stat(name); err != nil || !fi.Mode().IsRegular() {
+				if !isRegular(name) {
 					continue
 				}
 				names = append(names, name)
@@ -230,7 +237,7 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 		return nil
 	}
 	if err != nil {
-		d.diags = append(d.diags, syntaxDiagnostic(d.file, err, len(d.lines)))
+		d.diags = append(d.diags, syntaxDiagnostic(d.file, data, err, len(d.lines)))
 		return nil
 	}
 	var next yaml.Node
@@ -242,7 +249,7 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 		}
 		d.errorf(at, "a ruleset file holds one YAML document, found a second")
 	case !errors.Is(err, io.EOF):
-		d.diags = append(d.diags, syntaxDiagnostic(d.file, err, len(d.lines)))
+		d.diags = append(d.diags, syntaxDiagnostic(d.file, data, err, len(d.lines)))
 	}
 	return doc.Content[0]
 }

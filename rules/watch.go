@@ -289,10 +289,14 @@ func (rw *Watcher) hash() ([32]byte, error) {
 			}
 			names = names[:0]
 			for _, e := range entries {
-				if !e.IsDir() && isRulesFile(e.Name()) {
-					names = append(names, filepath.Join(p, e.Name()))
+				name := filepath.Join(p, e.Name())
+				// What a load skips is not read here either.
+				if !e.IsDir() && isRulesFile(e.Name()) && isRegular(name) {
+					names = append(names, name)
 				}
 			}
+		} else if !isRegular(p) {
+			return [32]byte{}, fmt.Errorf("%s is not a regular file", p)
 		}
 		for _, n := range names {
 			b, err := os.ReadFile(n)

@@ -38,6 +38,9 @@ type Config struct {
 	Dispatcher action.Dispatcher
 	// Registry receives the engine's Prometheus metrics; may be nil.
 	Registry prometheus.Registerer
+	// StateReplicas is the replica count of the state bucket when the
+	// engine creates it; default 1. One that exists is used as it is.
+	StateReplicas int
 }
 
 // Engine watches one NATS account. Create it with New, run it with Run.

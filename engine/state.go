@@ -43,13 +43,14 @@ func recordKey(id string) string { return "incident." + id }
 // operator made (with more replicas, say) is used as it is. It fails for
 // good (permanent) when the account cannot have it, and for now when
 // JetStream did not answer in time.
-func openStore(ctx context.Context, js jetstream.JetStream) (s *incidentStore, permanent bool, err error) {
+func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (s *incidentStore, permanent bool, err error) {
 	kv, err := js.KeyValue(ctx, StateBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      StateBucket,
 			Description: "happen engine state: open incidents",
 			History:     1,
+			Replicas:    max(replicas, 1),
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) { // made meanwhile by another engine
 			kv, err = js.KeyValue(ctx, StateBucket)
@@ -125,7 +126,7 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 	js, err := jetstream.New(e.nc)
 	if err == nil {
 		var permanent bool
-		e.store, permanent, err = openStore(rctx, js)
+		e.store, permanent, err = openStore(rctx, js, e.cfg.StateReplicas)
 		if permanent {
 			e.stateDone = true
 			e.log.Warn("engine state not kept: open incidents will not survive a restart", "bucket", StateBucket, "error", err)

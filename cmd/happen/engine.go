@@ -20,6 +20,7 @@ import (
 	"github.com/happen-dev/happen/engine/plugins"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/rulesets"
+	"github.com/happen-dev/happen/sdk"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,7 @@ type engineFlags struct {
 	interval       time.Duration
 	http           string
 	subjectPrefix  string
+	kvReplicas     int
 	dryRun         bool
 	logLevel       string
 	logFormat      string
@@ -84,6 +86,7 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often flow is sampled")
 	fs.StringVar(&f.http, "http", "127.0.0.1:9466", "address for /metrics, /healthz and /api/status; off disables")
 	fs.StringVar(&f.subjectPrefix, "subject-prefix", "happen.events", "where events are published")
+	fs.IntVar(&f.kvReplicas, "kv-replicas", 1, "replicas of the KV buckets the engine and plugins create (1-5; 3 suits a cluster of 3 or more)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "evaluate and emit events, but run no action (log what would run)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -125,6 +128,9 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	if f.interval < 10*time.Millisecond {
 		return &exitError{code: 2, err: fmt.Errorf("--interval %v is too short (minimum 10ms)", f.interval)}
 	}
+	if f.kvReplicas < 1 || f.kvReplicas > 5 {
+		return &exitError{code: 2, err: fmt.Errorf("--kv-replicas %d: want 1 to 5", f.kvReplicas)}
+	}
 	url := f.nats
 	if url == "" {
 		srv, err := embedded.Start(ctx, embedded.Config{Listen: f.embeddedListen, DataDir: f.data, Logger: log})
@@ -160,7 +166,7 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 	// the plugins really installed.
 	var eng *engine.Engine
 	mgr, err := plugins.New(plugins.Config{
-		Dir: f.plugins, Host: hostapi.New(nc), Logger: log, DryRun: f.dryRun, Registry: reg,
+		Dir: f.plugins, Host: newHost(nc, f), Logger: log, DryRun: f.dryRun, Registry: reg,
 		Emit: func(_ context.Context, failed events.ActionFailed, cause events.Envelope) {
 			eng.PublishEvent(events.TypeActionFailed, failed, cause.Context.CorrelationID, cause.Context.ID)
 		},
@@ -199,6 +205,7 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		Logger:        log,
 		Dispatcher:    mgr,
 		Registry:      reg,
+		StateReplicas: f.kvReplicas,
 	})
 	log.Info("engine starting", "nats", nc.ConnectedUrlRedacted(), "rules", len(set.Rules), "files", set.Files,
 		"plugins", len(mgr.Plugins()), "interval", f.interval, "dryRun", f.dryRun)
@@ -250,6 +257,15 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		return &exitError{code: 1, err: err}
 	}
 	return nil
+}
+
+// newHost is the host API plugins act through: on the engine's connection,
+// kept off the engine's own event subjects and state bucket.
+func newHost(nc *nats.Conn, f *engineFlags) sdk.Host {
+	return hostapi.New(nc,
+		hostapi.WithEventPrefix(f.subjectPrefix),
+		hostapi.WithStateBucket(engine.StateBucket),
+		hostapi.WithBucketReplicas(f.kvReplicas))
 }
 
 func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {

@@ -3,6 +3,11 @@
 // credentials; every publish, KV access and consumer change they make goes
 // through here, so it is validated once, in one place, with errors that
 // name the subject, bucket, key, stream or consumer involved.
+//
+// Because the connection is the engine's, some of it is not the plugin's to
+// use: Publish refuses NATS's own API subjects (everything starting with
+// "$": JetStream, KV, system), reply inboxes and the engine's event subjects,
+// and the KV calls refuse the engine's state bucket.
 package hostapi
 
 import (
@@ -23,6 +28,14 @@ import (
 
 const defaultTimeout = 5 * time.Second
 
+// The engine's defaults, used unless WithEventPrefix or WithStateBucket says
+// otherwise; they mirror engine.Config's default prefix and
+// engine.StateBucket.
+const (
+	DefaultEventPrefix = "happen.events"
+	DefaultStateBucket = "happen_engine"
+)
+
 // Option adjusts a host.
 type Option func(*config)
 
@@ -31,6 +44,9 @@ type config struct {
 	domain    string
 	timeout   time.Duration
 	replicas  int
+
+	eventPrefix string // subjects the engine publishes its events under
+	stateBucket string // the engine's own KV bucket
 }
 
 // WithDomain talks to the JetStream of the given domain (API prefix
@@ -75,17 +91,42 @@ func WithBucketReplicas(n int) Option {
 	}
 }
 
+// WithEventPrefix names the subject prefix the engine publishes its events
+// under (its --subject-prefix; default happen.events). Plugins may not
+// publish on the prefix or below it, so they cannot forge events.
+func WithEventPrefix(prefix string) Option {
+	return func(c *config) {
+		if prefix = strings.TrimSuffix(prefix, "."); prefix != "" {
+			c.eventPrefix = prefix
+		}
+	}
+}
+
+// WithStateBucket names the engine's own KV bucket (engine.StateBucket;
+// default happen_engine), which plugins may neither read nor change.
+func WithStateBucket(bucket string) Option {
+	return func(c *config) {
+		if bucket != "" {
+			c.stateBucket = bucket
+		}
+	}
+}
+
 // host implements sdk.Host over one NATS connection.
 type host struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	jsErr error // why js could not be made; returned by every KV call
 	cfg   config
+	inbox string // nc's custom inbox prefix, if it has one
 }
 
 // New returns the sdk.Host that acts through nc. It does no I/O.
 func New(nc *nats.Conn, opts ...Option) sdk.Host {
-	cfg := config{apiPrefix: jetstream.DefaultAPIPrefix, timeout: defaultTimeout, replicas: 1}
+	cfg := config{
+		apiPrefix: jetstream.DefaultAPIPrefix, timeout: defaultTimeout, replicas: 1,
+		eventPrefix: DefaultEventPrefix, stateBucket: DefaultStateBucket,
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -101,7 +142,7 @@ func New(nc *nats.Conn, opts ...Option) sdk.Host {
 	if err != nil {
 		err = fmt.Errorf("hostapi: jetstream context: %w", err)
 	}
-	return &host{nc: nc, js: js, jsErr: err, cfg: cfg}
+	return &host{nc: nc, js: js, jsErr: err, cfg: cfg, inbox: nc.Opts.InboxPrefix}
 }
 
 // bound gives ctx a deadline when it has none: the NATS client refuses to
@@ -118,6 +159,9 @@ func (h *host) Publish(ctx context.Context, subject string, data []byte) error {
 	if err := validatePublishSubject(subject); err != nil {
 		return fmt.Errorf("hostapi: publish: %w", err)
 	}
+	if err := h.reservedSubject(subject); err != nil {
+		return fmt.Errorf("hostapi: publish: %w", err)
+	}
 	if err := h.nc.Publish(subject, data); err != nil {
 		return fmt.Errorf("hostapi: publish on %q: %w", subject, err)
 	}
@@ -132,6 +176,9 @@ func (h *host) Publish(ctx context.Context, subject string, data []byte) error {
 // KVGet reads key from bucket; a missing bucket or key is found=false.
 func (h *host) KVGet(ctx context.Context, bucket, key string) ([]byte, bool, error) {
 	if err := validateBucketKey(bucket, key); err != nil {
+		return nil, false, fmt.Errorf("hostapi: kv get: %w", err)
+	}
+	if err := h.reservedBucket(bucket); err != nil {
 		return nil, false, fmt.Errorf("hostapi: kv get: %w", err)
 	}
 	if h.jsErr != nil {
@@ -157,6 +204,9 @@ func (h *host) KVGet(ctx context.Context, bucket, key string) ([]byte, bool, err
 // KVPut writes key in bucket, creating the bucket when it does not exist.
 func (h *host) KVPut(ctx context.Context, bucket, key string, value []byte) error {
 	if err := validateBucketKey(bucket, key); err != nil {
+		return fmt.Errorf("hostapi: kv put: %w", err)
+	}
+	if err := h.reservedBucket(bucket); err != nil {
 		return fmt.Errorf("hostapi: kv put: %w", err)
 	}
 	if h.jsErr != nil {
@@ -187,6 +237,9 @@ func (h *host) KVPut(ctx context.Context, bucket, key string, value []byte) erro
 // exist is not an error: the key is gone either way.
 func (h *host) KVDelete(ctx context.Context, bucket, key string) error {
 	if err := validateBucketKey(bucket, key); err != nil {
+		return fmt.Errorf("hostapi: kv delete: %w", err)
+	}
+	if err := h.reservedBucket(bucket); err != nil {
 		return fmt.Errorf("hostapi: kv delete: %w", err)
 	}
 	if h.jsErr != nil {
@@ -346,6 +399,35 @@ func (h *host) apiRequest(ctx context.Context, subject string, body []byte) (*ap
 		return nil, resp.Error
 	}
 	return &resp, nil
+}
+
+// reservedSubject reports why subject, though well formed, belongs to NATS
+// or to the engine rather than to a plugin.
+func (h *host) reservedSubject(subject string) error {
+	under := func(prefix string) bool {
+		return subject == prefix || strings.HasPrefix(subject, prefix+".")
+	}
+	switch {
+	case strings.HasPrefix(subject, "$"):
+		return fmt.Errorf("subject %q refused: subjects starting with \"$\" are the NATS JetStream, KV and system APIs; use the host's KV and consumer calls", subject)
+	case h.cfg.apiPrefix != "" && strings.HasPrefix(subject, h.cfg.apiPrefix):
+		return fmt.Errorf("subject %q refused: it is the JetStream API (prefix %q); use the host's KV and consumer calls", subject, h.cfg.apiPrefix)
+	case under(strings.TrimSuffix(nats.InboxPrefix, ".")):
+		return fmt.Errorf("subject %q refused: %s subjects carry replies to the engine's own requests", subject, nats.InboxPrefix)
+	case h.inbox != "" && under(h.inbox):
+		return fmt.Errorf("subject %q refused: %s. subjects carry replies to the engine's own requests", subject, h.inbox)
+	case under(h.cfg.eventPrefix):
+		return fmt.Errorf("subject %q refused: it is under the engine's event prefix %q, and only the engine publishes events", subject, h.cfg.eventPrefix)
+	}
+	return nil
+}
+
+// reservedBucket reports why bucket is not a plugin's to use.
+func (h *host) reservedBucket(bucket string) error {
+	if bucket == h.cfg.stateBucket {
+		return fmt.Errorf("bucket %s refused: it holds the engine's own state", bucket)
+	}
+	return nil
 }
 
 // validatePublishSubject reports why subject cannot be published to: empty,

@@ -400,3 +400,197 @@ func TestNoJetStream(t *testing.T) {
 		t.Fatalf("publish: %v", err)
 	}
 }
+
+// A plugin acts on the engine's connection, so NATS's own APIs, reply
+// inboxes and the engine's event subjects are refused, and refusing them
+// has no effect on the server.
+func TestPublishRefusesReservedSubjects(t *testing.T) {
+	h, nc, js := setup(t)
+	makeConsumer(t, js, jetstream.ConsumerConfig{Durable: "c1"})
+	ctx := ctxT(t)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "happen_modes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "partition", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	// Anything published on these would be delivered to nc before the
+	// host's flush returns, since the host publishes on nc too.
+	var subs []*nats.Subscription
+	// (Not _INBOX.>: the replies to this test's own requests arrive there.)
+	for _, s := range []string{"happen.events", "happen.events.>", "_INBOX", "_INBOX.abc"} {
+		sub, err := nc.SubscribeSync(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ subject, why string }{
+		{"$JS.API.CONSUMER.DELETE.ORDERS.c1", `"$"`},
+		{"$JS.API.STREAM.DELETE.ORDERS", `"$"`},
+		{"$JS.API.STREAM.PURGE.ORDERS", `"$"`},
+		{"$JS.hub.API.STREAM.DELETE.ORDERS", `"$"`},
+		{"$KV.happen_modes.partition", `"$"`},
+		{"$SYS.REQ.SERVER.PING", `"$"`},
+		{"$JS.ACK.ORDERS.c1.1.1.1.0.0", `"$"`},
+		{"_INBOX.abc", "_INBOX."},
+		{"_INBOX", "_INBOX."},
+		{"happen.events", `event prefix "happen.events"`},
+		{"happen.events.node.down", `event prefix "happen.events"`},
+		{"happen.events.action.failed", `event prefix "happen.events"`},
+	}
+	for _, c := range cases {
+		err := h.Publish(ctx, c.subject, []byte(`{}`))
+		if err == nil {
+			t.Errorf("publish on %q: no error", c.subject)
+			continue
+		}
+		for _, w := range []string{"hostapi: publish", fmt.Sprintf("%q", c.subject), "refused", c.why} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("publish on %q: error %q lacks %q", c.subject, err, w)
+			}
+		}
+	}
+	if _, err := js.Stream(ctx, "ORDERS"); err != nil {
+		t.Errorf("stream ORDERS: %v", err)
+	}
+	if _, err := js.Consumer(ctx, "ORDERS", "c1"); err != nil {
+		t.Errorf("consumer ORDERS/c1: %v", err)
+	}
+	if e, err := kv.Get(ctx, "partition"); err != nil || string(e.Value()) != "kept" {
+		t.Errorf("happen_modes/partition changed: %v %v", e, err)
+	}
+	for _, sub := range subs {
+		if n, _, _ := sub.Pending(); n != 0 {
+			m, _ := sub.NextMsg(0)
+			t.Errorf("%d message(s) reached %s, first on %s", n, sub.Subject, m.Subject)
+		}
+	}
+}
+
+// What the built-in plugins and the example plugin publish to stays open,
+// and so does anything merely resembling a reserved subject.
+func TestPublishAllowsPluginSubjects(t *testing.T) {
+	h, nc, _ := setup(t)
+	sub, err := nc.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	subjects := []string{
+		"happen.control.partition",         // partition-mode
+		"happen.control.backpressure.n-1",  // backpressure
+		"ops.incidents",                    // the example plugin, as docs/plugins.md configures it
+		"happen.eventsx.node.down",         // not under happen.events
+		"happen",                           // nor is its parent
+		"_INBOXES.x", "JS.API.STREAM.INFO", // not reserved without a custom inbox or API prefix
+	}
+	for _, s := range subjects {
+		if err := h.Publish(ctxT(t), s, nil); err != nil {
+			t.Errorf("publish on %q: %v", s, err)
+			continue
+		}
+		if m, err := sub.NextMsg(5 * time.Second); err != nil || m.Subject != s {
+			t.Errorf("publish on %q: got %v %v", s, m, err)
+		}
+	}
+}
+
+// The event prefix, a custom JetStream API prefix and a custom inbox prefix
+// are refused as the defaults are; the default prefix is then open.
+func TestPublishRefusesConfiguredPrefixes(t *testing.T) {
+	s := testutil.RunServer(t)
+	nc := testutil.Connect(t, s.ClientURL(), nats.CustomInboxPrefix("_R_.engine"))
+	h := hostapi.New(nc, hostapi.WithEventPrefix("acme.ev"), hostapi.WithAPIPrefix("JS.acct.API"))
+	ctx := ctxT(t)
+	for subj, why := range map[string]string{
+		"acme.ev":                      `event prefix "acme.ev"`,
+		"acme.ev.node.down":            `event prefix "acme.ev"`,
+		"JS.acct.API.STREAM.DELETE.OR": `JetStream API (prefix "JS.acct.API.")`,
+		"_R_.engine.abc":               "_R_.engine.",
+		"_INBOX.abc":                   "_INBOX.",
+		"$JS.API.STREAM.DELETE.OR":     `"$"`,
+	} {
+		err := h.Publish(ctx, subj, nil)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q refused", subj)) || !strings.Contains(err.Error(), why) {
+			t.Errorf("publish on %q: got %v, want it refused for %s", subj, err, why)
+		}
+	}
+	for _, subj := range []string{"happen.events.node.down", "acme.events", "_R_.other"} {
+		if err := h.Publish(ctx, subj, nil); err != nil {
+			t.Errorf("publish on %q: %v", subj, err)
+		}
+	}
+}
+
+// The engine's state bucket is not a plugin's: no get, put or delete.
+func TestKVRefusesEngineStateBucket(t *testing.T) {
+	h, _, js := setup(t)
+	ctx := ctxT(t)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "happen_engine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "incident.abc", []byte("open")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, gerr := h.KVGet(ctx, "happen_engine", "incident.abc")
+	perr := h.KVPut(ctx, "happen_engine", "incident.abc", []byte("forged"))
+	derr := h.KVDelete(ctx, "happen_engine", "incident.abc")
+	for op, err := range map[string]error{"get": gerr, "put": perr, "delete": derr} {
+		if err == nil || !strings.Contains(err.Error(), "hostapi: kv "+op) ||
+			!strings.Contains(err.Error(), "bucket happen_engine refused") || !strings.Contains(err.Error(), "engine's own state") {
+			t.Errorf("%s happen_engine/incident.abc: got %v, want it refused", op, err)
+		}
+	}
+	if e, err := kv.Get(ctx, "incident.abc"); err != nil || string(e.Value()) != "open" {
+		t.Fatalf("engine state changed: %v %v", e, err)
+	}
+}
+
+// WithStateBucket moves the refusal to the bucket named.
+func TestKVRefusesConfiguredStateBucket(t *testing.T) {
+	h, _, _ := setup(t, hostapi.WithStateBucket("eng_state"))
+	ctx := ctxT(t)
+	if err := h.KVPut(ctx, "eng_state", "k", []byte("v")); err == nil || !strings.Contains(err.Error(), "bucket eng_state refused") {
+		t.Errorf("put eng_state/k: %v", err)
+	}
+	if err := h.KVDelete(ctx, "eng_state", "k"); err == nil || !strings.Contains(err.Error(), "bucket eng_state refused") {
+		t.Errorf("delete eng_state/k: %v", err)
+	}
+	if err := h.KVPut(ctx, "happen_engine", "k", []byte("v")); err != nil {
+		t.Errorf("put happen_engine/k when the engine's bucket is eng_state: %v", err)
+	}
+}
+
+// WithBucketReplicas reaches the buckets KVPut creates.
+func TestBucketReplicasInCluster(t *testing.T) {
+	servers := testutil.RunCluster(t, 3)
+	nc := testutil.Connect(t, servers[0].ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hostapi.New(nc, hostapi.WithBucketReplicas(3))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The cluster elects its JetStream leaders first.
+	testutil.CheckFor(t, 60*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return h.KVPut(cctx, "happen_modes", "partition", []byte("v"))
+	})
+	st, err := js.Stream(ctx, "KV_happen_modes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("bucket happen_modes has %d replicas, want 3", r)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/happen-dev/happen/engine/action"
@@ -20,11 +22,10 @@ const (
 	OpUndo    = "undo"    // its incident ended
 )
 
-// queue holds one key's jobs. The key is in Manager.ready exactly while it
-// has jobs and none of them is running.
+// queue holds one key's jobs not yet started. The key is in
+// Manager.queues exactly while its runner goroutine lives.
 type queue struct {
 	jobs []action.Job
-	busy bool
 }
 
 // Dispatch queues job behind the earlier jobs of its key and returns at
@@ -51,10 +52,11 @@ func (m *Manager) Dispatch(_ context.Context, job action.Job) {
 	if q == nil {
 		q = &queue{}
 		m.queues[job.Key] = q
-	}
-	if !q.busy && len(q.jobs) == 0 {
-		m.ready = append(m.ready, job.Key)
-		m.cond.Broadcast()
+		// The key's first turn is asked for here, so keys take turns in
+		// the order of their first jobs' dispatch. The runner is added
+		// under the lock while not closed, so before Close waits.
+		key, ticket := job.Key, m.turns.enqueue()
+		m.workers.Go(func() { m.runKey(key, q, ticket) })
 	}
 	q.jobs = append(q.jobs, job)
 	if len(q.jobs) > m.cfg.QueueSize {
@@ -81,39 +83,157 @@ func (m *Manager) drop(job action.Job) {
 	})
 }
 
-// work is one of MaxParallel workers: it takes the next key in turn, runs
-// that key's oldest job and puts the key back in line if it has more.
-func (m *Manager) work() {
+// runKey runs key's jobs one after the other, oldest first, until its
+// queue is empty or the manager stops. Each job waits in its queue for a
+// turn (one of MaxParallel, handed out in the order asked for); so a job
+// waiting for its turn can still be dropped when the queue overflows.
+// ticket is the first turn, asked for by Dispatch.
+func (m *Manager) runKey(key string, q *queue, ticket chan struct{}) {
 	for {
-		m.mu.Lock()
-		for len(m.ready) == 0 && !m.stopping {
-			m.cond.Wait()
+		if ticket == nil {
+			ticket = m.turns.enqueue() // behind the keys already waiting
 		}
+		t := &turn{m: m}
+		if t.await(m.runCtx, ticket) != nil {
+			return // Close gave up on the jobs left
+		}
+		ticket = nil
+		m.mu.Lock()
 		if m.stopping {
 			m.mu.Unlock()
+			t.yield()
 			return
 		}
-		key := m.ready[0]
-		m.ready = m.ready[1:]
-		q := m.queues[key]
 		job := q.jobs[0]
 		q.jobs = q.jobs[1:]
-		q.busy = true
 		m.metrics.queued.Dec()
 		m.mu.Unlock()
 
-		m.runJob(m.runCtx, job)
+		m.runJob(m.runCtx, t, job)
+		t.yield()
 
 		m.mu.Lock()
-		q.busy = false
-		if len(q.jobs) > 0 {
-			m.ready = append(m.ready, key)
-		} else {
-			delete(m.queues, key)
+		if len(q.jobs) == 0 || m.stopping {
+			if len(q.jobs) == 0 {
+				delete(m.queues, key)
+			}
+			m.cond.Broadcast()
+			m.mu.Unlock()
+			return
 		}
-		m.cond.Broadcast()
 		m.mu.Unlock()
 	}
+}
+
+// turn is a runner's hold on one of the MaxParallel turns.
+type turn struct {
+	m    *Manager
+	held bool
+}
+
+// yield gives the turn back, if held.
+func (t *turn) yield() {
+	if t.held {
+		t.held = false
+		t.m.turns.release()
+	}
+}
+
+// resume waits for a turn, behind those who asked before, until ctx ends.
+func (t *turn) resume(ctx context.Context) error {
+	if t.held {
+		return nil
+	}
+	return t.await(ctx, t.m.turns.enqueue())
+}
+
+// await waits for the turn ticket asked for.
+func (t *turn) await(ctx context.Context, ticket chan struct{}) error {
+	if err := t.m.turns.await(ctx, ticket); err != nil {
+		return err
+	}
+	t.held = true
+	return nil
+}
+
+// sem is a counting semaphore that serves its waiters in arrival order.
+type sem struct {
+	mu   sync.Mutex
+	free int
+	wait []chan struct{} // closed when granted
+}
+
+func newSem(n int) *sem { return &sem{free: n} }
+
+// tryAcquire takes a unit if one is free and nobody waits for it.
+func (s *sem) tryAcquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.free > 0 && len(s.wait) == 0 {
+		s.free--
+		return true
+	}
+	return false
+}
+
+// acquire takes a unit, waiting behind earlier callers, until ctx ends.
+func (s *sem) acquire(ctx context.Context) error {
+	return s.await(ctx, s.enqueue())
+}
+
+// enqueue asks for a unit: it takes one at once and returns a closed
+// channel if one is free and nobody waits, else it returns a channel
+// closed once the unit is granted, for await.
+func (s *sem) enqueue() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{})
+	if s.free > 0 && len(s.wait) == 0 {
+		s.free--
+		close(ch)
+		return ch
+	}
+	s.wait = append(s.wait, ch)
+	return ch
+}
+
+// await waits until the unit asked for by enqueue is granted, or ctx ends;
+// then it gives up its place, or passes the unit on if it came meanwhile.
+func (s *sem) await(ctx context.Context, ch chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	default:
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for i, w := range s.wait {
+			if w == ch {
+				s.wait = slices.Delete(s.wait, i, i+1)
+				s.mu.Unlock()
+				return ctx.Err()
+			}
+		}
+		s.mu.Unlock()
+		// Granted meanwhile: pass the unit on.
+		s.release()
+		return ctx.Err()
+	}
+}
+
+// release gives a unit back, to the longest waiter if any.
+func (s *sem) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.wait) > 0 {
+		close(s.wait[0])
+		s.wait = s.wait[1:]
+		return
+	}
+	s.free++
 }
 
 // Result is how one action ended.
@@ -142,16 +262,17 @@ const (
 )
 
 // runJob runs a job's actions one after the other; one failing does not
-// stop the next.
-func (m *Manager) runJob(ctx context.Context, job action.Job) {
+// stop the next. t is held on entry; it may be yielded on return.
+func (m *Manager) runJob(ctx context.Context, t *turn, job action.Job) {
 	for i, a := range job.Actions {
 		if ctx.Err() != nil {
 			m.log.Warn("plugin action abandoned at shutdown", "plugin", a.Plugin, "op", op(job),
 				"rule", job.Rule, "eventId", job.Event.Context.ID)
 			continue
 		}
-		r, done := m.runAction(ctx, job, i, a)
+		r, done := m.runAction(ctx, t, job, i, a)
 		if done {
+			_ = t.resume(ctx) // held already, but for a race with Close
 			m.finish(ctx, job, a, r)
 		}
 	}
@@ -179,8 +300,10 @@ func newResult(job action.Job, a rules.Action, outcome string) Result {
 }
 
 // runAction runs one action with its retries. It reports false when the
-// action was abandoned because the manager is closing.
-func (m *Manager) runAction(ctx context.Context, job action.Job, index int, a rules.Action) (Result, bool) {
+// action was abandoned because the manager is closing. It gives t back
+// while it waits for a retry or for a slot of its plugin, so that other
+// keys' jobs can run meanwhile.
+func (m *Manager) runAction(ctx context.Context, t *turn, job action.Job, index int, a rules.Action) (Result, bool) {
 	log := m.actionLog(job, a)
 	p, ok := m.plugins[a.Plugin]
 	if !ok || p.desc == nil {
@@ -230,7 +353,7 @@ func (m *Manager) runAction(ctx context.Context, job action.Job, index int, a ru
 	}
 	began := time.Now()
 	for attempt := 1; ; attempt++ {
-		msg, err := m.attempt(ctx, p, req, timeout)
+		msg, err := m.attempt(ctx, t, p, req, timeout)
 		if err == nil {
 			r := newResult(job, a, OutcomeOK)
 			r.Attempts, r.Duration, r.Message = attempt, time.Since(began), red.redact(msg)
@@ -250,6 +373,7 @@ func (m *Manager) runAction(ctx context.Context, job action.Job, index int, a ru
 		}
 		wait := backoff(m.cfg.Backoff, m.cfg.MaxBackoff, attempt-1)
 		log.Warn("plugin action failed; retrying", "attempt", attempt, "retryIn", wait, "error", text)
+		t.yield()
 		if !sleep(ctx, wait) {
 			log.Warn("plugin action abandoned at shutdown", "attempts", attempt, "error", text)
 			return Result{}, false
@@ -290,8 +414,13 @@ func (m *Manager) finish(ctx context.Context, job action.Job, a rules.Action, r 
 }
 
 // attempt makes one call, bounded by timeout, including any wait for the
-// plugin's restart.
-func (m *Manager) attempt(ctx context.Context, p *plug, req *sdk.ExecuteRequest, timeout time.Duration) (string, error) {
+// plugin's restart but not the wait for a turn and a slot of the plugin.
+// It returns holding t, unless ctx ended.
+func (m *Manager) attempt(ctx context.Context, t *turn, p *plug, req *sdk.ExecuteRequest, timeout time.Duration) (string, error) {
+	if err := m.slot(ctx, t, p); err != nil {
+		return "", err
+	}
+	defer p.slots.release()
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	inst, err := p.get(actx)
@@ -304,18 +433,53 @@ func (m *Manager) attempt(ctx context.Context, p *plug, req *sdk.ExecuteRequest,
 	}
 	resp, err := call(actx, req)
 	if err != nil {
-		if errors.Is(err, pluginhost.ErrUnavailable) {
-			p.markBroken(inst)
+		switch {
+		case errors.Is(err, pluginhost.ErrUnavailable):
+			p.markBroken(inst, "unreachable")
+		case ctx.Err() != nil: // shutdown: says nothing of the process
+		case timedOut(ctx, actx, err):
+			p.timedOut(inst)
+		default:
+			p.answered(inst)
 		}
 		return "", timeoutError(ctx, actx, timeout, err)
 	}
+	p.answered(inst)
 	return resp.Message, nil
+}
+
+// slot takes one of p's call slots and a turn. A runner waiting for the
+// slot gives its turn back meanwhile, and takes a turn again behind those
+// already waiting; it holds no turn while it waits for a slot, so a plugin
+// whose calls hang holds at most MaxPerPlugin turns.
+func (m *Manager) slot(ctx context.Context, t *turn, p *plug) error {
+	if t.held && p.slots.tryAcquire() {
+		return nil
+	}
+	t.yield()
+	if err := p.slots.acquire(ctx); err != nil {
+		return err
+	}
+	if err := t.resume(ctx); err != nil {
+		p.slots.release()
+		return err
+	}
+	return nil
 }
 
 // timeoutError names the timeout when the attempt's own deadline passed.
 func timeoutError(ctx, actx context.Context, timeout time.Duration, err error) error {
-	if ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+	if timedOut(ctx, actx, err) {
 		return fmt.Errorf("timed out after %v: %w", timeout, err)
 	}
 	return err
+}
+
+// timedOut reports whether err ended an attempt because the attempt's own
+// deadline passed. gRPC may report its deadline a moment before actx's
+// timer fires, so a DeadlineExceeded error counts as well: ctx has no
+// deadline, only actx does.
+func timedOut(ctx, actx context.Context, err error) bool {
+	return ctx.Err() == nil &&
+		(errors.Is(actx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded))
 }

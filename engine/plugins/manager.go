@@ -2,10 +2,12 @@
 // every happen-plugin-<name> executable directly in its folder, starts each
 // once, keeps what it describes (name, version, `with` parameters) for the
 // rules loader, restarts a process that dies, and runs each action with a
-// timeout and retries, reporting action.failed when they run out. Actions
-// for one key (a node, or the system) run in the order dispatched; actions
-// for different keys run in parallel, up to a bound. A plugin can never take
-// the engine down: it is another process, and every call to it is bounded.
+// timeout and retries, reporting action.failed when they run out, and
+// restarts a process whose calls keep timing out. Actions for one key (a
+// node, or the system) run in the order dispatched; actions for different
+// keys run in parallel, up to a bound, of which one plugin may take only a
+// share. A plugin can never take the engine down: it is another process,
+// and every call to it is bounded.
 package plugins
 
 import (
@@ -44,8 +46,19 @@ type Config struct {
 	// one up to MaxBackoff; defaults 200ms and 5s.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
-	// MaxParallel bounds how many actions run at once; default 16.
+	// MaxParallel bounds how many actions run at once; default 16. An
+	// action waiting for its retry, or for a slot of its plugin, is not
+	// running and does not count.
 	MaxParallel int
+	// MaxPerPlugin bounds how many of those one plugin may run at once, so
+	// that a plugin that hangs cannot hold up the others' actions; default
+	// half of MaxParallel, but at least 2 and at most MaxParallel.
+	MaxPerPlugin int
+	// HungAfter is how many calls in a row to one plugin process may time
+	// out before the process is deemed hung, killed and restarted; default
+	// Retries+2, so that one action running out of its attempts does not
+	// on its own cost the process. Negative for never.
+	HungAfter int
 	// QueueSize bounds the jobs waiting for one key; default 64. When it
 	// overflows the oldest job is dropped and reported as action.failed.
 	QueueSize int
@@ -94,6 +107,16 @@ func (c *Config) defaults() {
 	if c.MaxParallel <= 0 {
 		c.MaxParallel = 16
 	}
+	if c.MaxPerPlugin <= 0 {
+		c.MaxPerPlugin = max(2, c.MaxParallel/2)
+	}
+	c.MaxPerPlugin = min(c.MaxPerPlugin, c.MaxParallel)
+	switch {
+	case c.HungAfter == 0:
+		c.HungAfter = max(3, c.Retries+2)
+	case c.HungAfter < 0:
+		c.HungAfter = 0 // never
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 64
 	}
@@ -114,22 +137,25 @@ type Manager struct {
 	cancelRun context.CancelFunc
 	supCtx    context.Context // ends when Close stops the plugin processes
 	cancelSup context.CancelFunc
-	workers   sync.WaitGroup
+	workers   sync.WaitGroup // one runner per key with jobs
 	sups      sync.WaitGroup
 	aux       sync.WaitGroup // emissions for dropped jobs
 
 	startDone chan struct{} // closed when Start returns
+
+	// turns bounds the keys running a job at once (MaxParallel); a runner
+	// gives its turn back while it waits for a retry or a plugin's slot.
+	turns *sem
 
 	unsetWarned sync.Map // rule+plugin of optional actions skipped for an unset variable
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	started  bool
-	running  bool // Start has finished: workers take jobs
-	closed   bool // no more dispatches
-	stopping bool // workers exit
-	queues   map[string]*queue
-	ready    []string // keys with jobs and no job running, in turn order
+	running  bool              // Start has finished: Dispatch takes jobs
+	closed   bool              // no more dispatches
+	stopping bool              // runners exit
+	queues   map[string]*queue // a key is here while its runner lives
 }
 
 var (
@@ -155,6 +181,7 @@ func New(cfg Config) (*Manager, error) {
 		plugins:   map[string]*plug{},
 		queues:    map[string]*queue{},
 		startDone: make(chan struct{}),
+		turns:     newSem(cfg.MaxParallel),
 	}
 	m.cond = sync.NewCond(&m.mu)
 	m.runCtx, m.cancelRun = context.WithCancel(context.Background())
@@ -199,16 +226,18 @@ func (m *Manager) Start(ctx context.Context) error {
 	wg.Wait()
 	for _, name := range m.order {
 		p := m.plugins[name]
+		// Read now, before any action runs: once Start returns, a caller
+		// may drop the process (markBroken) before the supervisor runs.
+		p.mu.Lock()
+		inst := p.cur
+		p.mu.Unlock()
 		if p.desc == nil {
 			m.log.Error("plugin unavailable", "plugin", p.name, "path", p.path, "error", p.errText())
 			continue
 		}
 		m.log.Info("plugin started", "plugin", p.name, "version", p.desc.Version,
 			"path", p.path, "params", p.paramNames())
-		m.sups.Go(func() { p.supervise(m.supCtx) })
-	}
-	for range m.cfg.MaxParallel {
-		m.workers.Go(m.work)
+		m.sups.Go(func() { p.supervise(m.supCtx, inst) })
 	}
 	m.mu.Lock()
 	m.running = true

@@ -30,21 +30,31 @@ type plug struct {
 	desc   *sdk.DescribeResponse
 	params map[string]sdk.Param
 
+	// slots bounds the calls in flight to this plugin (Config.MaxPerPlugin).
+	slots *sem
+
 	mu       sync.Mutex
 	cur      *pluginhost.Plugin // nil while no process serves
 	ready    chan struct{}      // closed while cur is set
 	err      error              // why it is not running, or the last restart failure
 	restarts int
-	// broken receives a process that callers found unreachable.
-	broken chan *pluginhost.Plugin
+	// why says why a caller stopped handing cur out (markBroken).
+	why string
+	// timeouts counts the calls in a row to cur that timed out.
+	timeouts int
+	// kick wakes the supervisor after markBroken. It carries no process:
+	// the supervisor looks at cur, so a wake-up can never be lost to a
+	// stale one still in the buffer.
+	kick chan struct{}
 }
 
 func newPlug(m *Manager, c candidate) *plug {
 	return &plug{
 		m: m, name: c.name, path: c.path, real: c.real, checksum: c.checksum,
-		log:    m.log.With("plugin", c.name),
-		ready:  make(chan struct{}),
-		broken: make(chan *pluginhost.Plugin, 1),
+		log:   m.log.With("plugin", c.name),
+		slots: newSem(m.cfg.MaxPerPlugin),
+		ready: make(chan struct{}),
+		kick:  make(chan struct{}, 1),
 	}
 }
 
@@ -106,7 +116,7 @@ func (p *plug) start(ctx context.Context) (*pluginhost.Plugin, *sdk.DescribeResp
 
 func (p *plug) setCurrent(inst *pluginhost.Plugin) {
 	p.mu.Lock()
-	p.cur, p.err = inst, nil
+	p.cur, p.err, p.why, p.timeouts = inst, nil, "", 0
 	close(p.ready)
 	p.mu.Unlock()
 	p.m.metrics.up.WithLabelValues(p.name).Set(1)
@@ -117,6 +127,10 @@ func (p *plug) setCurrent(inst *pluginhost.Plugin) {
 func (p *plug) clear(inst *pluginhost.Plugin) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.clearLocked(inst)
+}
+
+func (p *plug) clearLocked(inst *pluginhost.Plugin) bool {
 	if p.cur != inst || inst == nil {
 		return false
 	}
@@ -126,14 +140,47 @@ func (p *plug) clear(inst *pluginhost.Plugin) bool {
 	return true
 }
 
-// markBroken is called by a caller whose call found inst unreachable: it
-// stops handing inst out and has the supervisor replace it.
-func (p *plug) markBroken(inst *pluginhost.Plugin) {
-	if p.clear(inst) {
+// markBroken is called by a caller that found inst unreachable or hung: it
+// stops handing inst out and has the supervisor kill and replace it.
+func (p *plug) markBroken(inst *pluginhost.Plugin, why string) {
+	p.mu.Lock()
+	cleared := p.clearLocked(inst)
+	if cleared {
+		p.why = why
+	}
+	p.mu.Unlock()
+	if cleared {
 		select {
-		case p.broken <- inst:
-		default:
+		case p.kick <- struct{}{}:
+		default: // a wake-up is pending already; it will find cur changed
 		}
+	}
+}
+
+// answered records that inst answered a call in time.
+func (p *plug) answered(inst *pluginhost.Plugin) {
+	p.mu.Lock()
+	if p.cur == inst {
+		p.timeouts = 0
+	}
+	p.mu.Unlock()
+}
+
+// timedOut records that a call to inst timed out. After HungAfter in a row
+// the process is deemed hung: it is killed and restarted, and the calls
+// still waiting on it fail and are retried as usual.
+func (p *plug) timedOut(inst *pluginhost.Plugin) {
+	limit := p.m.cfg.HungAfter
+	p.mu.Lock()
+	if p.cur != inst {
+		p.mu.Unlock()
+		return
+	}
+	p.timeouts++
+	n := p.timeouts
+	p.mu.Unlock()
+	if limit > 0 && n >= limit {
+		p.markBroken(inst, fmt.Sprintf("hung: %d calls in a row timed out", n))
 	}
 }
 
@@ -147,7 +194,7 @@ func (p *plug) get(ctx context.Context) (*pluginhost.Plugin, error) {
 		if cur != nil {
 			select {
 			case <-cur.Done():
-				p.markBroken(cur)
+				p.markBroken(cur, "exited")
 				continue
 			default:
 				return cur, nil
@@ -165,43 +212,30 @@ func (p *plug) get(ctx context.Context) (*pluginhost.Plugin, error) {
 }
 
 // supervise owns the plugin's processes until ctx ends: it replaces one
-// that exits or that a caller found unreachable, with backoff between quick
-// deaths, and kills the last one at the end.
-func (p *plug) supervise(ctx context.Context) {
-	p.mu.Lock()
-	inst := p.cur
-	p.mu.Unlock()
+// that exits or that a caller found unreachable or hung, with backoff
+// between quick deaths, and kills the last one at the end. inst is the
+// process first started, read by the caller before any worker could have
+// dropped it; nil means there is none and one must be started.
+func (p *plug) supervise(ctx context.Context, inst *pluginhost.Plugin) {
 	quick := 0 // deaths in a row of processes that lived less than healthyRun
 	for {
-		began := time.Now()
-		reason := p.watch(ctx, inst)
-		p.clear(inst)
-		inst.Kill()
-		if ctx.Err() != nil {
-			p.m.metrics.up.WithLabelValues(p.name).Set(0)
-			return
-		}
-		if time.Since(began) >= healthyRun {
-			quick = 0
-		}
-		p.log.Warn("plugin process stopped; restarting", "reason", reason, "pid", inst.Pid())
-		for {
-			delay := backoff(p.m.cfg.RestartBackoff, p.m.cfg.MaxRestartBackoff, quick)
-			quick++
-			if !sleep(ctx, delay) {
+		if inst != nil {
+			began := time.Now()
+			reason := p.watch(ctx, inst)
+			p.clear(inst)
+			inst.Kill()
+			if ctx.Err() != nil {
+				p.m.metrics.up.WithLabelValues(p.name).Set(0)
 				return
 			}
-			next, _, err := p.start(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				p.fail(err)
-				p.log.Error("plugin restart failed", "error", err, "retryIn", backoff(p.m.cfg.RestartBackoff, p.m.cfg.MaxRestartBackoff, quick))
-				continue
+			if time.Since(began) >= healthyRun {
+				quick = 0
 			}
-			inst = next
-			break
+			p.log.Warn("plugin process stopped; restarting", "reason", reason, "pid", inst.Pid())
+		}
+		inst = p.restart(ctx, &quick)
+		if inst == nil {
+			return // ctx ended
 		}
 		p.mu.Lock()
 		p.restarts++
@@ -212,16 +246,44 @@ func (p *plug) supervise(ctx context.Context) {
 	}
 }
 
-// watch waits until inst exits, is reported unreachable, or ctx ends.
+// restart starts a new process, waiting with backoff before each try, and
+// returns it; nil only when ctx ended.
+func (p *plug) restart(ctx context.Context, quick *int) *pluginhost.Plugin {
+	for {
+		delay := backoff(p.m.cfg.RestartBackoff, p.m.cfg.MaxRestartBackoff, *quick)
+		*quick++
+		if !sleep(ctx, delay) {
+			return nil
+		}
+		next, _, err := p.start(ctx)
+		if err == nil {
+			return next
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.fail(err)
+		p.log.Error("plugin restart failed", "error", err, "retryIn", backoff(p.m.cfg.RestartBackoff, p.m.cfg.MaxRestartBackoff, *quick))
+	}
+}
+
+// watch waits until inst exits, is no longer the current process (a caller
+// found it unreachable or hung), or ctx ends. inst is never nil.
 func (p *plug) watch(ctx context.Context, inst *pluginhost.Plugin) string {
 	for {
+		p.mu.Lock()
+		gone, why := p.cur != inst, p.why
+		p.mu.Unlock()
+		if gone {
+			if why == "" {
+				why = "unreachable"
+			}
+			return why
+		}
 		select {
 		case <-inst.Done():
 			return "exited"
-		case b := <-p.broken:
-			if b == inst {
-				return "unreachable"
-			}
+		case <-p.kick:
 		case <-ctx.Done():
 			return "shutdown"
 		}

@@ -106,12 +106,18 @@ func (w *world) addNodeVia(url, id, group string) *testutil.Worker {
 // addNodeOn is addNodeVia for a consumer of another stream.
 func (w *world) addNodeOn(url, stream, id, group string) *testutil.Worker {
 	w.t.Helper()
+	return w.addNodeWith(url, stream, id, group, 30*time.Second)
+}
+
+// addNodeWith is addNodeOn with the consumer's AckWait.
+func (w *world) addNodeWith(url, stream, id, group string, ackWait time.Duration) *testutil.Worker {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	md := map[string]string{"happen.group": group}
 	if _, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: id, AckPolicy: jetstream.AckExplicitPolicy,
-		Metadata: md, AckWait: 30 * time.Second, MaxAckPending: 1000,
+		Metadata: md, AckWait: ackWait, MaxAckPending: 1000,
 	}); err != nil {
 		w.t.Fatal(err)
 	}

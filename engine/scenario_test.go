@@ -214,6 +214,37 @@ func TestScenarioQuietThingsStayQuiet(t *testing.T) {
 	}
 }
 
+// A node whose handler is stuck keeps its connection and keeps taking
+// messages, but never acks one: after AckWait the server redelivers them,
+// which moves the delivered sequence as acks would. It is still a node
+// failure, and nothing else is reported.
+func TestScenarioStuckHandlerIsANodeFailure(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, id := range []string{"eu-1", "eu-2"} {
+		w.addNode(id, "eu")
+	}
+	stuck := w.addNodeWith(w.url, stream, "eu-3", "eu", time.Second)
+	for _, id := range []string{"us-1", "us-2", "us-3"} {
+		w.addNode(id, "us")
+	}
+	w.publish(20)
+	w.startEngine(nil)
+	w.ticks(5)
+	fault := time.Now()
+	stuck.Hang()
+	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
+	t.Logf("stuck handler detected %.1fs after the fault", time.Since(fault).Seconds())
+	d := nodeDowns(t, downs)[0]
+	if d.NodeID != "eu-3" || d.Pattern != "node-failure" || d.LagMetrics.SecondsSinceLastAck < 2 {
+		t.Fatalf("node.down = %+v", d)
+	}
+	w.ticks(3)
+	if evs := w.all(); len(evs) != 1 {
+		t.Fatalf("want only eu-3's node.down: %s", summary(evs))
+	}
+}
+
 // NATS goes away for a few seconds under the engine: the engine is blind,
 // not the nodes. It says so on /healthz, raises no node.down, and comes
 // back without a storm once the server and the workers are back. An

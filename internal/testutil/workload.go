@@ -21,6 +21,7 @@ type Worker struct {
 	stream   string
 	consumer string
 	delay    atomic.Int64 // nanoseconds of work per message
+	hung     atomic.Bool  // takes messages and never acks them
 	acks     atomic.Int64
 
 	mu sync.Mutex
@@ -55,6 +56,9 @@ func (w *Worker) Start() {
 		w.t.Fatalf("worker %s consumer: %v", w.consumer, err)
 	}
 	cc, err := c.Consume(func(m jetstream.Msg) {
+		if w.hung.Load() {
+			return // a handler stuck on every message: redelivered after AckWait
+		}
 		if d := time.Duration(w.delay.Load()); d > 0 {
 			time.Sleep(d) // the simulated work of a slow node
 		}
@@ -95,6 +99,10 @@ func (w *Worker) Stop() {
 
 // Slow sets how long each message takes to process.
 func (w *Worker) Slow(perMessage time.Duration) { w.delay.Store(int64(perMessage)) }
+
+// Hang makes the worker keep taking messages and never ack them, as a
+// node whose handler is stuck while its connection stays up.
+func (w *Worker) Hang() { w.hung.Store(true) }
 
 // Acks is how many messages the worker acknowledged.
 func (w *Worker) Acks() int64 { return w.acks.Load() }

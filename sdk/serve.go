@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -57,6 +58,7 @@ func Serve(a Action, opts ...ServeOption) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	go exitWithParent(os.Getppid(), time.Second)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			MagicCookieKey:   wire.MagicCookieKey,
@@ -75,6 +77,21 @@ func Serve(a Action, opts ...ServeOption) {
 			JSONFormat: true,
 		}),
 	})
+}
+
+// exitWithParent ends the plugin once the engine that started it is gone.
+// An engine that stops stops its plugins; one that is killed outright
+// (SIGKILL, out of memory) cannot, and its plugins, re-parented, would
+// otherwise run on with no one to serve. Where the parent id never changes
+// (Windows), this does nothing.
+func exitWithParent(ppid int, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if os.Getppid() != ppid {
+			os.Exit(0)
+		}
+	}
 }
 
 // grpcPlugin is the plugin side of go-plugin's GRPCPlugin: it serves an

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,24 +29,6 @@ func TestEngineRefusesBadKVReplicas(t *testing.T) {
 			t.Errorf("%v %v: exit %d, stderr:\n%s", c.env, c.args, code, errOut)
 		}
 	}
-}
-
-// lockedBuffer collects a child's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // An engine watching a 3-server cluster with HAPPEN_KV_REPLICAS=3 gives the
@@ -92,7 +72,7 @@ rules:
 	cmd := exec.Command(happenBin, "engine", "--nats", url, "--http", "off", "--data", t.TempDir(),
 		"--rules", rulesFile, "--interval", "250ms")
 	cmd.Env = append(os.Environ(), "HAPPEN_KV_REPLICAS=3")
-	var stderr lockedBuffer
+	var stderr testutil.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

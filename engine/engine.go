@@ -89,7 +89,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		cfg.Interval = time.Second
 	}
 	if cfg.SubjectPrefix == "" {
-		cfg.SubjectPrefix = "happen.events"
+		cfg.SubjectPrefix = events.DefaultPrefix
 	}
 	if cfg.Instance == "" {
 		cfg.Instance, _ = os.Hostname()

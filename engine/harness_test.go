@@ -57,10 +57,7 @@ func newWorldOn(t testing.TB, srv *server.Server, cfg jetstream.StreamConfig) *w
 	t.Helper()
 	w := &world{t: t, srv: srv, url: srv.ClientURL(), workers: map[string]*testutil.Worker{}}
 	nc := testutil.Connect(t, w.url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	w.js = js
 	// A new cluster may still be electing its meta leader.
 	testutil.CheckFor(t, 30*time.Second, func() error {
@@ -106,18 +103,12 @@ func (w *world) addNodeVia(url, id, group string) *testutil.Worker {
 // addNodeOn is addNodeVia for a consumer of another stream.
 func (w *world) addNodeOn(url, stream, id, group string) *testutil.Worker {
 	w.t.Helper()
-	return w.addNodeWith(url, stream, id, group, 30*time.Second)
-}
-
-// addNodeWith is addNodeOn with the consumer's AckWait.
-func (w *world) addNodeWith(url, stream, id, group string, ackWait time.Duration) *testutil.Worker {
-	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	md := map[string]string{"happen.group": group}
 	if _, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: id, AckPolicy: jetstream.AckExplicitPolicy,
-		Metadata: md, AckWait: ackWait, MaxAckPending: 1000,
+		Metadata: md, AckWait: 30 * time.Second, MaxAckPending: 1000,
 	}); err != nil {
 		w.t.Fatal(err)
 	}

@@ -220,14 +220,20 @@ func TestScenarioQuietThingsStayQuiet(t *testing.T) {
 // failure, and nothing else is reported.
 func TestScenarioStuckHandlerIsANodeFailure(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	for _, id := range []string{"eu-1", "eu-2"} {
-		w.addNode(id, "eu")
+	w := twoZones(t)
+	// Redelivered a second after it is taken, not the harness's 30s.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := w.js.Consumer(ctx, stream, "eu-3")
+	if err != nil {
+		t.Fatal(err)
 	}
-	stuck := w.addNodeWith(w.url, stream, "eu-3", "eu", time.Second)
-	for _, id := range []string{"us-1", "us-2", "us-3"} {
-		w.addNode(id, "us")
+	cfg := c.CachedInfo().Config
+	cfg.AckWait = time.Second
+	if _, err := w.js.UpdateConsumer(ctx, stream, cfg); err != nil {
+		t.Fatal(err)
 	}
+	stuck := w.workers["eu-3"]
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
@@ -273,9 +279,10 @@ func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
 	down := time.Now()
 	testutil.Eventually(t, 10*time.Second, func() bool { return healthz() == 503 && w.eng.Status().Blind }, "/healthz 503 while blind")
 	t.Logf("/healthz turned 503 %.1fs after the server went away", time.Since(down).Seconds())
-	// The outage itself lasts long enough for every node to look stalled,
-	// were the engine to judge what it cannot see.
-	<-time.After(4*time.Second - time.Since(down))
+	// The fault: the outage lasts 4s, long enough for every node to look
+	// stalled were the engine to judge what it cannot see. A duration of
+	// the injected fault, not a wait for a condition.
+	time.Sleep(time.Until(down.Add(4 * time.Second)))
 
 	opts := w.opts.Clone()
 	opts.Port = port

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/engine/hostapi"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -46,5 +47,13 @@ func TestReadOnlyAccountBacksOffState(t *testing.T) {
 	// tried before, each denied.
 	if n := denied.Load(); n == 0 || n > 3 {
 		t.Fatalf("%d permission violations in %d ticks, want 1 to 3 (one try, then backoff)", n, ticks)
+	}
+}
+
+// The host API keeps plugins off the engine's state bucket by default; it
+// must name the same bucket the engine uses.
+func TestHostAPIGuardsTheStateBucket(t *testing.T) {
+	if hostapi.DefaultStateBucket != engine.StateBucket {
+		t.Fatalf("hostapi guards %q, the engine keeps its state in %q", hostapi.DefaultStateBucket, engine.StateBucket)
 	}
 }

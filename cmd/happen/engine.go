@@ -85,7 +85,7 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.StringVar(&f.plugins, "plugins", defaultPluginDir(), "folder of happen-plugin-* executables")
 	fs.DurationVar(&f.interval, "interval", time.Second, "how often flow is sampled")
 	fs.StringVar(&f.http, "http", "127.0.0.1:9466", "address for /metrics, /healthz and /api/status; off disables")
-	fs.StringVar(&f.subjectPrefix, "subject-prefix", "happen.events", "where events are published")
+	fs.StringVar(&f.subjectPrefix, "subject-prefix", events.DefaultPrefix, "where events are published")
 	fs.IntVar(&f.kvReplicas, "kv-replicas", 1, "replicas of the KV buckets the engine and plugins create (1-5; 3 suits a cluster of 3 or more)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "evaluate and emit events, but run no action (log what would run)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")

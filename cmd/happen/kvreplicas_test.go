@@ -37,10 +37,7 @@ func TestEngineKVReplicasInCluster(t *testing.T) {
 	servers := testutil.RunCluster(t, 3)
 	url := servers[0].ClientURL()
 	nc := testutil.Connect(t, url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// The cluster elects its JetStream leaders first.

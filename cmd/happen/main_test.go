@@ -207,7 +207,7 @@ func TestEngineEmbeddedEndToEnd(t *testing.T) {
 	}, "/healthz 200")
 
 	nc := testutil.Connect(t, p.natsURL)
-	js, _ := jetstream.New(nc)
+	js := testutil.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
@@ -316,7 +316,7 @@ func TestEngineHotReload(t *testing.T) {
 	}
 
 	// Detection keeps working on the rules in force.
-	js, _ := jetstream.New(nc)
+	js := testutil.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}})
@@ -388,7 +388,7 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := jetstream.New(nc)
+	js := testutil.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestStartServesJetStream(t *testing.T) {
@@ -24,10 +24,7 @@ func TestStartServesJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	if _, err := js.AccountInfo(ctx); err != nil {
 		t.Fatalf("JetStream not enabled: %v", err)
 	}

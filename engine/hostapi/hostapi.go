@@ -24,17 +24,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/happen-dev/happen/sdk"
+	"github.com/happen-dev/happen/sdk/events"
 )
 
 const defaultTimeout = 5 * time.Second
 
-// The engine's defaults, used unless WithEventPrefix or WithStateBucket says
-// otherwise; they mirror engine.Config's default prefix and
-// engine.StateBucket.
-const (
-	DefaultEventPrefix = "happen.events"
-	DefaultStateBucket = "happen_engine"
-)
+// DefaultStateBucket is the engine's state bucket unless WithStateBucket
+// says otherwise; it is engine.StateBucket, which this package cannot
+// import.
+const DefaultStateBucket = "happen_engine"
 
 // Option adjusts a host.
 type Option func(*config)
@@ -125,7 +123,7 @@ type host struct {
 func New(nc *nats.Conn, opts ...Option) sdk.Host {
 	cfg := config{
 		apiPrefix: jetstream.DefaultAPIPrefix, timeout: defaultTimeout, replicas: 1,
-		eventPrefix: DefaultEventPrefix, stateBucket: DefaultStateBucket,
+		eventPrefix: events.DefaultPrefix, stateBucket: DefaultStateBucket,
 	}
 	for _, o := range opts {
 		o(&cfg)

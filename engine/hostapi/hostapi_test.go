@@ -23,10 +23,7 @@ func setup(t *testing.T, opts ...hostapi.Option) (sdk.Host, *nats.Conn, jetstrea
 	t.Helper()
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	return hostapi.New(nc, opts...), nc, js
 }
 
@@ -363,10 +360,7 @@ func TestUpdateConsumerErrors(t *testing.T) {
 func TestDomain(t *testing.T) {
 	s := testutil.RunServer(t, func(o *server.Options) { o.JetStreamDomain = "hub" })
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	makeConsumer(t, js, jetstream.ConsumerConfig{Durable: "c1"})
 	ctx := ctxT(t)
 
@@ -378,7 +372,7 @@ func TestDomain(t *testing.T) {
 		t.Fatalf("kv put in domain hub: %v", err)
 	}
 	wrong := hostapi.New(nc, hostapi.WithDomain("elsewhere"), hostapi.WithTimeout(time.Second))
-	_, err = wrong.ConsumerConfig(ctx, "ORDERS", "c1")
+	_, err := wrong.ConsumerConfig(ctx, "ORDERS", "c1")
 	if !errors.Is(err, nats.ErrNoResponders) || !strings.Contains(err.Error(), "$JS.elsewhere.API.CONSUMER.INFO.ORDERS.c1") {
 		t.Fatalf("wrong domain: %v", err)
 	}
@@ -573,10 +567,7 @@ func TestKVRefusesConfiguredStateBucket(t *testing.T) {
 func TestBucketReplicasInCluster(t *testing.T) {
 	servers := testutil.RunCluster(t, 3)
 	nc := testutil.Connect(t, servers[0].ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	h := hostapi.New(nc, hostapi.WithBucketReplicas(3))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

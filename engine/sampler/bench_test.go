@@ -15,10 +15,7 @@ import (
 func BenchmarkSample(b *testing.B) {
 	srv := testutil.RunServer(b)
 	nc := testutil.Connect(b, srv.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	js := testutil.JetStream(b, nc)
 	ctx := context.Background()
 	const streams, perStream = 10, 100
 	for i := range streams {

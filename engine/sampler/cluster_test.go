@@ -16,10 +16,7 @@ import (
 func TestCluster(t *testing.T) {
 	servers := testutil.RunCluster(t, 3)
 	nc := testutil.Connect(t, servers[0].ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	testutil.CheckFor(t, 30*time.Second, func() error {

@@ -32,10 +32,7 @@ func newEnv(t testing.TB, cfg sampler.Config, natsOpts ...nats.Option) *env {
 	opts := testutil.ServerOptions(t)
 	srv := testutil.StartServer(t, opts)
 	nc := testutil.Connect(t, srv.ClientURL(), natsOpts...)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	logs := &testutil.LogBuffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/happen-dev/happen/plugins/internal/nodeset"
 	"github.com/happen-dev/happen/plugins/internal/params"
 	"github.com/happen-dev/happen/sdk"
 	"github.com/happen-dev/happen/sdk/events"
@@ -224,7 +225,7 @@ func (a *Alerting) send(ctx context.Context, req *sdk.ExecuteRequest, resolve bo
 	case FormatSlack:
 		body, err = slackBody(inc.slackText())
 	case FormatAlertmanager:
-		body, err = json.Marshal(inc.alertmanagerAlerts(sortedUnion(nodes, nil)))
+		body, err = json.Marshal(inc.alertmanagerAlerts(nodeset.Union(nodes, nil)))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("alerting: encode %s body: %w", cfg.format, err)

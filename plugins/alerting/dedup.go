@@ -3,9 +3,10 @@ package main
 import (
 	"container/list"
 	"context"
-	"slices"
 	"sync"
 	"time"
+
+	"github.com/happen-dev/happen/plugins/internal/nodeset"
 )
 
 // sentSet remembers which alerts were delivered, so a retried action or the
@@ -158,7 +159,7 @@ func (o *openSet) down(key string, nodes []string) {
 	if inc == nil {
 		inc = o.put(key)
 	}
-	inc.nodes = sortedUnion(inc.nodes, nodes)
+	inc.nodes = nodeset.Union(inc.nodes, nodes)
 	inc.at = o.now()
 }
 
@@ -178,12 +179,12 @@ func (o *openSet) up(key, node string, nodes []string, cleared bool) (over bool,
 		}
 		inc = o.put(key)
 	}
-	inc.nodes = sortedUnion(inc.nodes, nodes)
-	inc.up = sortedUnion(inc.up, []string{node})
+	inc.nodes = nodeset.Union(inc.nodes, nodes)
+	inc.up = nodeset.Union(inc.up, []string{node})
 	inc.at = o.now()
-	down := slices.DeleteFunc(slices.Clone(inc.nodes), func(n string) bool { return slices.Contains(inc.up, n) })
+	down := nodeset.Without(inc.nodes, inc.up)
 	if len(down) == 0 || node == "" {
-		return true, sortedUnion(inc.nodes, inc.up)
+		return true, nodeset.Union(inc.nodes, inc.up)
 	}
 	return false, down
 }

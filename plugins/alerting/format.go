@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/happen-dev/happen/plugins/internal/nodeset"
 	"github.com/happen-dev/happen/sdk/events"
 )
 
@@ -54,7 +54,7 @@ func readIncident(rule string, ev, down events.Envelope, resolve bool) (*inciden
 			return nil, fmt.Errorf("node.down %s names no node", down.Context.ID)
 		}
 		inc.pattern, inc.level, inc.nodeID, inc.group = d.Pattern, d.Level, d.NodeID, d.Group
-		inc.affected = sortedUnion(d.AffectedNodes, []string{d.NodeID})
+		inc.affected = nodeset.Union(d.AffectedNodes, []string{d.NodeID})
 		m := d.LagMetrics
 		inc.node = &m
 		inc.rule = firstNonEmpty(inc.rule, d.Rule)
@@ -65,7 +65,7 @@ func readIncident(rule string, ev, down events.Envelope, resolve bool) (*inciden
 		}
 		inc.system = true
 		inc.pattern, inc.level = d.Pattern, d.Level
-		inc.affected = sortedUnion(d.AffectedNodes, nil)
+		inc.affected = nodeset.Union(d.AffectedNodes, nil)
 		m := d.Metrics
 		inc.metrics = &m
 		inc.rule = firstNonEmpty(inc.rule, d.Rule)
@@ -200,17 +200,6 @@ func slackBody(text string) ([]byte, error) {
 
 // num prints a rate briefly: at most two decimals, none when whole.
 func num(f float64) string { return strconv.FormatFloat(math.Round(f*100)/100, 'f', -1, 64) }
-
-func sortedUnion(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
-	for _, s := range slices.Concat(a, b) {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
 
 func firstNonEmpty(s ...string) string {
 	for _, v := range s {

@@ -26,10 +26,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	ctx := ctxT(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/happen-dev/happen/plugins/internal/nodeset"
 	"github.com/happen-dev/happen/plugins/internal/params"
 	"github.com/happen-dev/happen/sdk"
 	"github.com/happen-dev/happen/sdk/events"
@@ -141,7 +142,7 @@ func (p *PartitionMode) Execute(ctx context.Context, req *sdk.ExecuteRequest) (*
 	if !seen || req.Event.Context.Timestamp < inc.Since {
 		inc.Since = req.Event.Context.Timestamp
 	}
-	inc.IsolatedNodes = without(union(inc.IsolatedNodes, nodes), inc.Up)
+	inc.IsolatedNodes = nodeset.Without(nodeset.Union(inc.IsolatedNodes, nodes), inc.Up)
 	inc.PrioritizeLocalOperations, inc.QueueRemoteOperations = cfg.prioritize, cfg.queue
 	st.Incidents[id] = inc
 
@@ -212,8 +213,8 @@ func (p *PartitionMode) Undo(ctx context.Context, req *sdk.ExecuteRequest) (*sdk
 			// so the incident ends as a whole.
 			inc.IsolatedNodes = nil
 		} else {
-			inc.Up = union(inc.Up, []string{node})
-			inc.IsolatedNodes = without(inc.IsolatedNodes, inc.Up)
+			inc.Up = nodeset.Union(inc.Up, []string{node})
+			inc.IsolatedNodes = nodeset.Without(inc.IsolatedNodes, inc.Up)
 		}
 		if over = len(inc.IsolatedNodes) == 0; over {
 			delete(st.Incidents, id)
@@ -266,7 +267,7 @@ func (p *PartitionMode) check(req *sdk.ExecuteRequest) (config, error) {
 func (s *state) mode() Mode {
 	m := Mode{IsolatedNodes: []string{}}
 	for _, inc := range s.Incidents {
-		m.IsolatedNodes = union(m.IsolatedNodes, inc.IsolatedNodes)
+		m.IsolatedNodes = nodeset.Union(m.IsolatedNodes, inc.IsolatedNodes)
 		if !m.Active || inc.Since < m.Since {
 			m.Since = inc.Since
 		}
@@ -335,22 +336,5 @@ func nodesOf(d events.NodeDown) []string {
 	if d.NodeID != "" {
 		nodes = append(nodes, d.NodeID)
 	}
-	return union(nil, nodes)
-}
-
-// without returns the names of a not in b.
-func without(a, b []string) []string {
-	return slices.DeleteFunc(slices.Clone(a), func(s string) bool { return slices.Contains(b, s) })
-}
-
-// union returns the sorted, distinct, non-empty names of a and b.
-func union(a, b []string) []string {
-	out := make([]string, 0, len(a)+len(b))
-	for _, s := range slices.Concat(a, b) {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return nodeset.Union(nil, nodes)
 }

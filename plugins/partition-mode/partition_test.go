@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/happen-dev/happen/engine/hostapi"
 	"github.com/happen-dev/happen/internal/testutil"
@@ -99,10 +98,7 @@ func (e *env) next(t *testing.T) string {
 func (e *env) stored(t *testing.T) string {
 	t.Helper()
 	nc := testutil.Connect(t, e.srv.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	ctx := ctxT(t)
 	kv, err := js.KeyValue(ctx, ModesBucket)
 	if err != nil {

@@ -8,6 +8,10 @@ import (
 	"fmt"
 )
 
+// DefaultPrefix is where events are published unless the engine is told
+// otherwise (--subject-prefix).
+const DefaultPrefix = "happen.events"
+
 // Event types, published on <prefix>.<type>.
 const (
 	TypeNodeDown      = "node.down"

@@ -67,10 +67,7 @@ func start(t *testing.T, mods ...func(*pluginhost.Config)) *env {
 	t.Helper()
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	e := &env{nc: nc, js: js, logs: &testutil.LogBuffer{}}
 	cfg := pluginhost.Config{
 		Path:   plugins["hostcall"],

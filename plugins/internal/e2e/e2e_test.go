@@ -69,10 +69,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	return &env{nc: nc, js: js, host: hostapi.New(nc)}
 }
 

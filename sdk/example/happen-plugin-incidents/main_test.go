@@ -58,10 +58,7 @@ func envelope(t *testing.T, typ, id string, ts int64, payload any) events.Envelo
 func TestIncidentLifecycle(t *testing.T) {
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	sub, err := nc.SubscribeSync("ops.incidents")
 	if err != nil {
 		t.Fatal(err)
@@ -189,10 +186,7 @@ func (h *flakyHost) Publish(ctx context.Context, subject string, data []byte) er
 func TestRetryAfterFailedPublish(t *testing.T) {
 	s := testutil.RunServer(t)
 	nc := testutil.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testutil.JetStream(t, nc)
 	sub, err := nc.SubscribeSync("ops.incidents")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 )
 
 // exprHead puts a rule's when on line 6.
@@ -91,7 +91,7 @@ func TestExprFaultsAtEnd(t *testing.T) {
 	}
 }
 
-func nodeEnv(n flow.Node, g flow.Group, s flow.System) *NodeEnv {
+func nodeEnv(n snapshot.Node, g snapshot.Group, s snapshot.System) *NodeEnv {
 	return &NodeEnv{Node: &n, Group: &g, System: &s}
 }
 
@@ -125,7 +125,7 @@ rules:
 		{"orders-2", 11, 0.25, false},
 		{"orders-1", 11, 0.5, false},
 	} {
-		got, err := r.Match(&m, nodeEnv(flow.Node{ID: tc.id, MessagesWaiting: tc.waiting}, flow.Group{StalledFraction: tc.frac}, flow.System{}))
+		got, err := r.Match(&m, nodeEnv(snapshot.Node{ID: tc.id, MessagesWaiting: tc.waiting}, snapshot.Group{StalledFraction: tc.frac}, snapshot.System{}))
 		if err != nil || got != tc.want {
 			t.Errorf("%+v: got %v, %v", tc, got, err)
 		}
@@ -186,7 +186,7 @@ func TestHostileExpressions(t *testing.T) {
 
 	// These load, and fail or finish when run: never a panic or a hang.
 	var m vm.VM
-	env := nodeEnv(flow.Node{ID: "orders-1", AckPending: 1e9}, flow.Group{}, flow.System{})
+	env := nodeEnv(snapshot.Node{ID: "orders-1", AckPending: 1e9}, snapshot.Group{}, snapshot.System{})
 	for _, tc := range []struct {
 		name, when string
 		want       bool
@@ -333,9 +333,9 @@ func TestMatchDefault(t *testing.T) {
 	r := defaultRule(t, "node-failure")
 	var m vm.VM
 	stalled := nodeEnv(
-		flow.Node{ID: "orders-1", Stalled: true, LagGrowthRate: 12, MessagesWaiting: 300},
-		flow.Group{Name: "eu", Size: 3, Stalled: 1, StalledFraction: 1.0 / 3},
-		flow.System{Nodes: 6, StalledNodes: 1},
+		snapshot.Node{ID: "orders-1", Stalled: true, LagGrowthRate: 12, MessagesWaiting: 300},
+		snapshot.Group{Name: "eu", Size: 3, Stalled: 1, StalledFraction: 1.0 / 3},
+		snapshot.System{Nodes: 6, StalledNodes: 1},
 	)
 	if ok, err := r.Match(&m, stalled); err != nil || !ok {
 		t.Errorf("stalled node: %v %v", ok, err)
@@ -343,7 +343,7 @@ func TestMatchDefault(t *testing.T) {
 	if cleared, err := r.Cleared(&m, stalled, true); err != nil || cleared {
 		t.Errorf("stalled node cleared: %v %v", cleared, err)
 	}
-	flowing := nodeEnv(flow.Node{ID: "orders-1", AckRate: 40, MessagesWaiting: 3}, flow.Group{Name: "eu", Size: 3}, flow.System{Nodes: 6})
+	flowing := nodeEnv(snapshot.Node{ID: "orders-1", AckRate: 40, MessagesWaiting: 3}, snapshot.Group{Name: "eu", Size: 3}, snapshot.System{Nodes: 6})
 	if ok, err := r.Match(&m, flowing); err != nil || ok {
 		t.Errorf("flowing node: %v %v", ok, err)
 	}

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nuid"
 )
@@ -35,7 +35,7 @@ type Incident struct {
 	Since   time.Time
 	// Nodes are the nodes it holds down: the node itself, the group's
 	// members, or the lagging and stalled nodes of the system.
-	Nodes []flow.NodeKey
+	Nodes []snapshot.NodeKey
 }
 
 // Transition is one event to emit. A group incident fires one transition
@@ -44,7 +44,7 @@ type Transition struct {
 	Kind     Kind
 	Incident *Incident
 	// Node is set for node.down / node.up; zero for system events.
-	Node   flow.NodeKey
+	Node   snapshot.NodeKey
 	Reason string // on Resolve: one of events.Reason*
 	At     time.Time
 }
@@ -58,13 +58,13 @@ const (
 
 type alertKey struct {
 	rule  string // fingerprint, so an edited rule starts afresh
-	node  flow.NodeKey
+	node  snapshot.NodeKey
 	group string
 }
 
 func (k alertKey) subject() string {
 	switch {
-	case k.node != flow.NodeKey{}:
+	case k.node != snapshot.NodeKey{}:
 		return k.node.String()
 	case k.group != "":
 		return k.group
@@ -105,9 +105,9 @@ type Evaluator struct {
 	out     []Transition
 	// index finds a node's index by key; built at most once a tick, when a
 	// firing group or system incident needs its own nodes found.
-	index      map[flow.NodeKey]int
+	index      map[snapshot.NodeKey]int
 	indexBuilt bool
-	st         *flow.State
+	st         *snapshot.State
 
 	newID     func() string
 	onError   func(r *Rule, subject string, err error)
@@ -204,7 +204,7 @@ const (
 // Restore reopens an incident a previous run of the engine left open. Its
 // rule is found in the set by fingerprint. The alert is firing and is
 // judged again once its nodes are observed and warmed up.
-func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.Time, nodes []flow.NodeKey) RestoreOutcome {
+func (e *Evaluator) Restore(fingerprint, subject string, id string, since time.Time, nodes []snapshot.NodeKey) RestoreOutcome {
 	var r *Rule
 	for _, c := range e.set.Rules {
 		if c.Fingerprint == fingerprint {
@@ -257,7 +257,7 @@ func (e *Evaluator) Active() []*Incident {
 
 // Eval evaluates every rule against st at time now and returns what to emit.
 // The returned slice is reused by the next call.
-func (e *Evaluator) Eval(now time.Time, st *flow.State) []Transition {
+func (e *Evaluator) Eval(now time.Time, st *snapshot.State) []Transition {
 	e.tick++
 	e.out = e.out[:0]
 	// Nodes that left end their part first, so what remains is judged on
@@ -283,7 +283,7 @@ func (e *Evaluator) Eval(now time.Time, st *flow.State) []Transition {
 	return e.out
 }
 
-func (e *Evaluator) prepare(st *flow.State) {
+func (e *Evaluator) prepare(st *snapshot.State) {
 	if cap(e.claims) < len(st.Nodes) {
 		e.claims = make([]int8, len(st.Nodes))
 	}
@@ -305,7 +305,7 @@ func (e *Evaluator) prepare(st *flow.State) {
 	}
 }
 
-func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
+func (e *Evaluator) evalNodes(now time.Time, st *snapshot.State, r *Rule) {
 	env := &e.nodeEnv
 	env.System = &st.System
 	for i := range st.Nodes {
@@ -331,14 +331,14 @@ func (e *Evaluator) evalNodes(now time.Time, st *flow.State, r *Rule) {
 			delete(e.alerts, a.key)
 			continue
 		}
-		nodes := func() []flow.NodeKey { return []flow.NodeKey{n.Key} }
+		nodes := func() []snapshot.NodeKey { return []snapshot.NodeKey{n.Key} }
 		if e.step(now, a, when, env, claimed != 0, nodes) {
 			e.claim(a, i)
 		}
 	}
 }
 
-func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
+func (e *Evaluator) evalGroups(now time.Time, st *snapshot.State, r *Rule) {
 	env := &e.grpEnv
 	env.System = &st.System
 	for gi := range st.Groups {
@@ -360,14 +360,14 @@ func (e *Evaluator) evalGroups(now time.Time, st *flow.State, r *Rule) {
 				continue
 			}
 		}
-		nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
+		nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx) }
 		if !ok || e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
 			e.claimFor(a, idx)
 		}
 	}
 }
 
-func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
+func (e *Evaluator) evalSystem(now time.Time, st *snapshot.State, r *Rule) {
 	env := &e.sysEnv
 	env.System = &st.System
 	key := alertKey{rule: r.Fingerprint}
@@ -401,7 +401,7 @@ func (e *Evaluator) evalSystem(now time.Time, st *flow.State, r *Rule) {
 			return
 		}
 	}
-	nodes := func() []flow.NodeKey { return e.unclaimed(st, idx) }
+	nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx) }
 	blocked := len(idx) > 0 && allClaimed(e.claims, idx)
 	if e.step(now, a, when, env, blocked, nodes) {
 		e.claimFor(a, idx)
@@ -418,7 +418,7 @@ func (e *Evaluator) freeze(key alertKey, idx []int) {
 		return
 	}
 	a.seen = e.tick
-	if key.node != (flow.NodeKey{}) {
+	if key.node != (snapshot.NodeKey{}) {
 		e.claimAll(a, idx)
 		return
 	}
@@ -442,10 +442,10 @@ func (e *Evaluator) claimFor(a *alert, idx []int) {
 	}
 }
 
-func (e *Evaluator) nodeIndex(k flow.NodeKey) (int, bool) {
+func (e *Evaluator) nodeIndex(k snapshot.NodeKey) (int, bool) {
 	if !e.indexBuilt {
 		if e.index == nil {
-			e.index = make(map[flow.NodeKey]int, len(e.st.Nodes))
+			e.index = make(map[snapshot.NodeKey]int, len(e.st.Nodes))
 		}
 		clear(e.index)
 		for i := range e.st.Nodes {
@@ -462,7 +462,7 @@ func (e *Evaluator) nodeIndex(k flow.NodeKey) (int, bool) {
 // incident ends once every one of its nodes still here is held by others.
 func (e *Evaluator) supersede(a *alert, now time.Time) {
 	inc := a.incident
-	var taken map[flow.NodeKey]bool
+	var taken map[snapshot.NodeKey]bool
 	present := 0
 	for _, k := range inc.Nodes {
 		i, ok := e.nodeIndex(k)
@@ -472,7 +472,7 @@ func (e *Evaluator) supersede(a *alert, now time.Time) {
 		present++
 		if e.claims[i] == 2 {
 			if taken == nil {
-				taken = map[flow.NodeKey]bool{}
+				taken = map[snapshot.NodeKey]bool{}
 			}
 			taken[k] = true
 		}
@@ -488,7 +488,7 @@ func (e *Evaluator) supersede(a *alert, now time.Time) {
 		delete(e.alerts, a.key)
 		return
 	}
-	kept := make([]flow.NodeKey, 0, len(inc.Nodes))
+	kept := make([]snapshot.NodeKey, 0, len(inc.Nodes))
 	for _, k := range inc.Nodes {
 		if taken[k] {
 			e.out = append(e.out, Transition{Kind: Resolve, Incident: inc, Node: k, Reason: events.ReasonSuperseded, At: now})
@@ -504,7 +504,7 @@ func (e *Evaluator) supersede(a *alert, now time.Time) {
 	}
 }
 
-func anyWarming(st *flow.State, idx []int) bool {
+func anyWarming(st *snapshot.State, idx []int) bool {
 	for _, i := range idx {
 		if st.Nodes[i].Warming {
 			return true
@@ -540,7 +540,7 @@ func (e *Evaluator) match(r *Rule, key alertKey, env any) (a *alert, when, ok bo
 // step advances one alert. blocked means a rule that outranks it holds every
 // node it would hold. It reports whether the alert is still active (pending
 // or firing) and so claims its nodes.
-func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bool, nodes func() []flow.NodeKey) bool {
+func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bool, nodes func() []snapshot.NodeKey) bool {
 	r := a.rule
 	switch a.state {
 	case 0, pending:
@@ -620,8 +620,8 @@ func (e *Evaluator) resolve(out []Transition, a *alert, now time.Time, reason st
 // or gone. A pending alert starts over (its condition was not seen to hold
 // throughout); a firing one is frozen as it is, unless its group is gone
 // while its nodes are all still there.
-func (e *Evaluator) sweep(now time.Time, st *flow.State) {
-	var judged map[flow.NodeKey]bool
+func (e *Evaluator) sweep(now time.Time, st *snapshot.State) {
+	var judged map[snapshot.NodeKey]bool
 	for key, a := range e.alerts {
 		if a.seen == e.tick {
 			continue
@@ -637,7 +637,7 @@ func (e *Evaluator) sweep(now time.Time, st *flow.State) {
 			continue
 		}
 		if judged == nil {
-			judged = make(map[flow.NodeKey]bool, len(st.Nodes))
+			judged = make(map[snapshot.NodeKey]bool, len(st.Nodes))
 			for i := range st.Nodes {
 				if !st.Nodes[i].Warming {
 					judged[st.Nodes[i].Key] = true
@@ -658,17 +658,17 @@ func (e *Evaluator) sweep(now time.Time, st *flow.State) {
 // Leave ends the part that nodes which left (consumer or stream deleted)
 // play in open incidents, without evaluating anything else: for ticks where
 // the engine holds incidents steady.
-func (e *Evaluator) Leave(now time.Time, left []flow.NodeKey) []Transition {
+func (e *Evaluator) Leave(now time.Time, left []snapshot.NodeKey) []Transition {
 	e.out = e.out[:0]
 	e.leave(now, left)
 	return e.out
 }
 
-func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
+func (e *Evaluator) leave(now time.Time, gone []snapshot.NodeKey) {
 	if len(gone) == 0 {
 		return
 	}
-	left := make(map[flow.NodeKey]bool, len(gone))
+	left := make(map[snapshot.NodeKey]bool, len(gone))
 	for _, k := range gone {
 		left[k] = true
 	}
@@ -677,7 +677,7 @@ func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
 		if inc == nil {
 			continue
 		}
-		kept := make([]flow.NodeKey, 0, len(inc.Nodes))
+		kept := make([]snapshot.NodeKey, 0, len(inc.Nodes))
 		for _, k := range inc.Nodes {
 			if !left[k] {
 				kept = append(kept, k)
@@ -691,7 +691,7 @@ func (e *Evaluator) leave(now time.Time, gone []flow.NodeKey) {
 		inc.Nodes = kept
 		if len(kept) == 0 && inc.Rule.Emit != events.TypeSystemDown {
 			// A node that left will not fire again; its group might.
-			if key.node == (flow.NodeKey{}) {
+			if key.node == (snapshot.NodeKey{}) {
 				e.cooldowns[key] = now.Add(inc.Rule.Cooldown)
 			}
 			delete(e.alerts, key)
@@ -722,8 +722,8 @@ func (e *Evaluator) claimAll(a *alert, idx []int) {
 	}
 }
 
-func (e *Evaluator) unclaimed(st *flow.State, idx []int) []flow.NodeKey {
-	keys := make([]flow.NodeKey, 0, len(idx))
+func (e *Evaluator) unclaimed(st *snapshot.State, idx []int) []snapshot.NodeKey {
+	keys := make([]snapshot.NodeKey, 0, len(idx))
 	for _, i := range idx {
 		if e.claims[i] == 0 {
 			keys = append(keys, st.Nodes[i].Key)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 	"github.com/happen-dev/happen/rulesets"
 )
 
@@ -22,10 +22,10 @@ func BenchmarkEvalDefault10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	const nodes, groups = 10000, 100
-	st := &flow.State{}
+	st := &snapshot.State{}
 	for i := 0; i < nodes; i++ {
-		n := flow.Node{
-			Key:     flow.NodeKey{Stream: fmt.Sprintf("S%02d", i%10), Consumer: fmt.Sprintf("c%05d", i)},
+		n := snapshot.Node{
+			Key:     snapshot.NodeKey{Stream: fmt.Sprintf("S%02d", i%10), Consumer: fmt.Sprintf("c%05d", i)},
 			ID:      fmt.Sprintf("c%05d", i),
 			Group:   fmt.Sprintf("g%03d", i%groups),
 			AckRate: 20, DeliveryRate: 20, ArrivalRate: 20, MessagesWaiting: 3,
@@ -40,9 +40,9 @@ func BenchmarkEvalDefault10k(b *testing.B) {
 		st.Nodes = append(st.Nodes, n)
 	}
 	for g := 0; g < groups; g++ {
-		st.Groups = append(st.Groups, flow.Group{Name: fmt.Sprintf("g%03d", g), Size: nodes / groups, OutsideNodes: nodes - nodes/groups})
+		st.Groups = append(st.Groups, snapshot.Group{Name: fmt.Sprintf("g%03d", g), Size: nodes / groups, OutsideNodes: nodes - nodes/groups})
 	}
-	st.System = flow.System{Nodes: nodes, Groups: groups, StalledNodes: 20, LaggingNodes: 15, PublishRate: 2000, PublishRateBaseline: 2000}
+	st.System = snapshot.System{Nodes: nodes, Groups: groups, StalledNodes: 20, LaggingNodes: 15, PublishRate: 2000, PublishRateBaseline: 2000}
 
 	nodeRules, others := 0, 0
 	for _, r := range set.Rules {

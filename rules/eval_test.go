@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 	"github.com/happen-dev/happen/sdk/events"
 )
 
@@ -41,13 +41,13 @@ type nodeSpec struct {
 	lagging bool
 }
 
-func flowState(nodes ...nodeSpec) *flow.State {
-	st := &flow.State{}
-	groups := map[string]*flow.Group{}
+func flowState(nodes ...nodeSpec) *snapshot.State {
+	st := &snapshot.State{}
+	groups := map[string]*snapshot.Group{}
 	var order []string
 	for _, n := range nodes {
-		st.Nodes = append(st.Nodes, flow.Node{
-			Key: flow.NodeKey{Stream: "S", Consumer: n.id}, ID: n.id, Stream: "S", Consumer: n.id,
+		st.Nodes = append(st.Nodes, snapshot.Node{
+			Key: snapshot.NodeKey{Stream: "S", Consumer: n.id}, ID: n.id, Stream: "S", Consumer: n.id,
 			Group: n.group, MessagesWaiting: n.waiting, Stalled: n.stalled, Lagging: n.lagging,
 		})
 		st.System.Nodes++
@@ -62,7 +62,7 @@ func flowState(nodes ...nodeSpec) *flow.State {
 		}
 		g := groups[n.group]
 		if g == nil {
-			g = &flow.Group{Name: n.group}
+			g = &snapshot.Group{Name: n.group}
 			groups[n.group] = g
 			order = append(order, n.group)
 		}
@@ -272,7 +272,7 @@ func TestEvalGroupIncident(t *testing.T) {
 		t.Fatal("members of one partition must share one incident")
 	}
 	st2 := flowState(nodeSpec{id: "a1", group: "a", stalled: true, waiting: 5}, nodeSpec{id: "b1", group: "b"})
-	st2.Left = []flow.NodeKey{{Stream: "S", Consumer: "a2"}}
+	st2.Left = []snapshot.NodeKey{{Stream: "S", Consumer: "a2"}}
 	// a1 alone: group size 1 < 2, so the partition clears and a1 ends too.
 	if got := transitions(e.Eval(at(1), st2)); got != "resolve part a2 left; resolve part a1; fire fail a1" {
 		t.Fatalf("got %q", got)
@@ -336,7 +336,7 @@ func TestEvalUnobservedFreezes(t *testing.T) {
 		t.Fatalf("got %q", got) // n2 unobserved at t=3: its pending alert is dropped
 	}
 	st := flowState(nodeSpec{id: "n2", waiting: 50})
-	st.Unobserved = []flow.NodeKey{{Stream: "S", Consumer: "n1"}}
+	st.Unobserved = []snapshot.NodeKey{{Stream: "S", Consumer: "n1"}}
 	if got := transitions(e.Eval(at(4), st)); got != "" {
 		t.Fatalf("unobserved: %q", got)
 	}
@@ -402,7 +402,7 @@ func TestEvalGroupGoneWhileNodesRemain(t *testing.T) {
 		t.Fatalf("t=0: %q", got)
 	}
 	gone := flowState(nodeSpec{id: "x1"})
-	gone.Unobserved = []flow.NodeKey{{Stream: "S", Consumer: "a1"}, {Stream: "S", Consumer: "a2"}}
+	gone.Unobserved = []snapshot.NodeKey{{Stream: "S", Consumer: "a1"}, {Stream: "S", Consumer: "a2"}}
 	if got := transitions(e.Eval(at(1), gone)); got != "" {
 		t.Fatalf("nodes unobserved: %q, want frozen", got)
 	}
@@ -512,8 +512,8 @@ rules:
 func TestEvalRestore(t *testing.T) {
 	set := mustSet(t, lagRule)
 	fp := set.Rules[0].Fingerprint
-	n1 := []flow.NodeKey{{Stream: "S", Consumer: "n1"}}
-	n2 := []flow.NodeKey{{Stream: "S", Consumer: "n2"}}
+	n1 := []snapshot.NodeKey{{Stream: "S", Consumer: "n1"}}
+	n2 := []snapshot.NodeKey{{Stream: "S", Consumer: "n2"}}
 
 	e := NewEvaluator(set, seqIDs())
 	for s := 0; s <= 3; s++ { // n1 fires in this run, n2 has no lag yet
@@ -676,7 +676,7 @@ rules:
 	if len(e.cooldowns) != 1 {
 		t.Fatalf("%d cooldowns after n1 resolved, want 1", len(e.cooldowns))
 	}
-	e.Leave(at(2), []flow.NodeKey{{Stream: "S", Consumer: "n1"}, {Stream: "S", Consumer: "n2"}})
+	e.Leave(at(2), []snapshot.NodeKey{{Stream: "S", Consumer: "n1"}, {Stream: "S", Consumer: "n2"}})
 	if len(e.cooldowns) != 0 {
 		t.Fatalf("cooldowns %v left behind by nodes that left", e.cooldowns)
 	}

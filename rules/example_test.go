@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/happen-dev/happen/engine/flow"
 	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/rules/snapshot"
 )
 
 // A faulty ruleset is refused with every fault at once, each at its place
@@ -58,9 +58,9 @@ rules:
 	var m vm.VM
 	for _, waiting := range []int{400, 4000} {
 		env := &rules.NodeEnv{
-			Node:   &flow.Node{ID: "orders-1", MessagesWaiting: waiting, LagGrowthRate: 12.5},
-			Group:  &flow.Group{},
-			System: &flow.System{},
+			Node:   &snapshot.Node{ID: "orders-1", MessagesWaiting: waiting, LagGrowthRate: 12.5},
+			Group:  &snapshot.Group{},
+			System: &snapshot.System{},
 		}
 		ok, err := rs.Rules[0].Match(&m, env)
 		fmt.Println(waiting, ok, err)

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 	"github.com/happen-dev/happen/rulesets"
 )
 
@@ -46,7 +46,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		var m vm.VM
-		st := &flow.State{Nodes: []flow.Node{{ID: "n"}}, Groups: []flow.Group{{Name: "g"}}}
+		st := &snapshot.State{Nodes: []snapshot.Node{{ID: "n"}}, Groups: []snapshot.Group{{Name: "g"}}}
 		for _, r := range rs.Rules {
 			if r.when == nil || len(r.Fingerprint) != 64 {
 				t.Fatalf("rule %q accepted uncompiled", r.Name)

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/vm"
-	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules/snapshot"
 )
 
 // Scope says what a rule is evaluated for.
@@ -29,20 +29,20 @@ const (
 
 // NodeEnv is the environment of a node-scope rule.
 type NodeEnv struct {
-	Node   *flow.Node   `expr:"node"`
-	Group  *flow.Group  `expr:"group"`
-	System *flow.System `expr:"system"`
+	Node   *snapshot.Node   `expr:"node"`
+	Group  *snapshot.Group  `expr:"group"`
+	System *snapshot.System `expr:"system"`
 }
 
 // GroupEnv is the environment of a group-scope rule.
 type GroupEnv struct {
-	Group  *flow.Group  `expr:"group"`
-	System *flow.System `expr:"system"`
+	Group  *snapshot.Group  `expr:"group"`
+	System *snapshot.System `expr:"system"`
 }
 
 // SystemEnv is the environment of a system-scope rule.
 type SystemEnv struct {
-	System *flow.System `expr:"system"`
+	System *snapshot.System `expr:"system"`
 }
 
 // Position is a place in a ruleset file, 1-based.

@@ -83,7 +83,7 @@ func newWorld(t *testing.T, cfg Config) *world {
 }
 
 func (w *world) add(stream, consumer, group string) *fakeConsumer {
-	c := &fakeConsumer{key: NodeKey{stream, consumer}, group: group, created: w.now.Add(-time.Hour)}
+	c := &fakeConsumer{key: NodeKey{Stream: stream, Consumer: consumer}, group: group, created: w.now.Add(-time.Hour)}
 	if _, ok := w.seq[stream]; !ok {
 		w.seq[stream] = 0
 	}
@@ -144,7 +144,7 @@ func (w *world) update() *State { return w.tr.Update(w.snapshot()) }
 func nodeOf(t *testing.T, st *State, stream, consumer string) *Node {
 	t.Helper()
 	for i := range st.Nodes {
-		if st.Nodes[i].Key == (NodeKey{stream, consumer}) {
+		if st.Nodes[i].Key == (NodeKey{Stream: stream, Consumer: consumer}) {
 			return &st.Nodes[i]
 		}
 	}
@@ -519,7 +519,7 @@ func TestUnobservedThenBack(t *testing.T) {
 	}
 
 	w.hidden[a.key] = true
-	w.unobserved = []NodeKey{a.key, a.key, {"ORDERS", "never-seen"}}
+	w.unobserved = []NodeKey{a.key, a.key, {Stream: "ORDERS", Consumer: "never-seen"}}
 	st = w.tick(step)
 	if len(st.Nodes) != 1 || st.Nodes[0].ID != "b" {
 		t.Errorf("nodes while a is unobserved = %v, want only b", st.Nodes)
@@ -855,7 +855,7 @@ func TestClampedRates(t *testing.T) {
 func TestAdvisoriesOrderAndDuplicates(t *testing.T) {
 	tr := NewTracker(Config{})
 	mk := func(s, c string, at time.Time, naks uint64) ConsumerSample {
-		return ConsumerSample{Key: NodeKey{s, c}, At: at, Naks: naks, MaxDeliveries: naks / 2, Terminated: naks / 5}
+		return ConsumerSample{Key: NodeKey{Stream: s, Consumer: c}, At: at, Naks: naks, MaxDeliveries: naks / 2, Terminated: naks / 5}
 	}
 	tr.Update(Snapshot{At: sec(0), Consumers: []ConsumerSample{mk("B", "x", sec(0), 0), mk("A", "y", sec(0), 0)}})
 	st := tr.Update(Snapshot{At: sec(2), Consumers: []ConsumerSample{
@@ -887,7 +887,7 @@ func TestAdvisoriesOrderAndDuplicates(t *testing.T) {
 // restarts the window instead of producing negative spans.
 func TestServerClockBackwards(t *testing.T) {
 	tr := NewTracker(Config{})
-	k := NodeKey{"S", "c"}
+	k := NodeKey{Stream: "S", Consumer: "c"}
 	for i := range 5 {
 		tr.Update(Snapshot{At: sec(float64(i)), Consumers: []ConsumerSample{{Key: k, At: sec(float64(i)), NumPending: 5, Delivered: uint64(10 * i)}}})
 	}

@@ -1,0 +1,133 @@
+// Package snapshot is the flow data that rules read: one node, one group
+// and the whole system as the engine's tracker last computed them. It is a
+// leaf: the engine fills it, the rules evaluate it, and neither package
+// needs the other's internals.
+package snapshot
+
+import "time"
+
+// NodeKey identifies a consumer on the wire. Node ids come from metadata and
+// may collide; the key never does.
+type NodeKey struct {
+	Stream   string
+	Consumer string
+}
+
+func (k NodeKey) String() string { return k.Stream + "/" + k.Consumer }
+
+// Node is the flow of one node over the recent window. Field tags are the
+// names rules use: node.messagesWaiting, node.stalled, ...
+type Node struct {
+	Key      NodeKey `expr:"-" json:"-"`
+	ID       string  `expr:"id" json:"nodeId"`
+	Stream   string  `expr:"stream" json:"stream"`
+	Consumer string  `expr:"consumer" json:"consumer"`
+	Group    string  `expr:"group" json:"group"`
+
+	MessagesWaiting int `expr:"messagesWaiting" json:"messagesWaiting"` // NumPending + AckPending
+	NumPending      int `expr:"numPending" json:"numPending"`
+	AckPending      int `expr:"ackPending" json:"ackPending"`
+	Redelivered     int `expr:"redelivered" json:"redelivered"`
+	WaitingPulls    int `expr:"waitingPulls" json:"waitingPulls"`
+
+	DeliveryRate  float64 `expr:"deliveryRate" json:"deliveryRate"`   // deliveries/s over the window
+	AckRate       float64 `expr:"ackRate" json:"ackRate"`             // acks/s over the window
+	ArrivalRate   float64 `expr:"arrivalRate" json:"arrivalRate"`     // new work/s for this node over the window
+	LagGrowthRate float64 `expr:"lagGrowthRate" json:"lagGrowthRate"` // slope of MessagesWaiting, msgs/s
+	PublishRate   float64 `expr:"publishRate" json:"publishRate"`     // its stream's publish rate, msgs/s
+
+	AckRateBaseline     float64 `expr:"ackRateBaseline" json:"ackRateBaseline"`         // slow EWMA of AckRate
+	ArrivalRateBaseline float64 `expr:"arrivalRateBaseline" json:"arrivalRateBaseline"` // slow EWMA of ArrivalRate
+
+	NakRate           float64 `expr:"nakRate" json:"nakRate"`                     // naks/s over the window
+	MaxDeliveriesRate float64 `expr:"maxDeliveriesRate" json:"maxDeliveriesRate"` // max-delivery advisories/s
+	TerminatedRate    float64 `expr:"terminatedRate" json:"terminatedRate"`       // terminated messages/s
+
+	SecondsSinceLastAck float64 `expr:"secondsSinceLastAck" json:"secondsSinceLastAck"`
+	Stalled             bool    `expr:"stalled" json:"stalled"`
+	StalledSeconds      float64 `expr:"stalledSeconds" json:"stalledSeconds"` // since the stall began; 0 when not stalled
+	Lagging             bool    `expr:"lagging" json:"lagging"`
+	ObservedSeconds     float64 `expr:"observedSeconds" json:"observedSeconds"` // how long the engine has watched it without a gap
+	// Warming is true while the node's flow cannot be judged yet: just
+	// (re)observed after a gap or an engine reset, or just failed over to
+	// another consumer leader. Rules neither fire nor resolve on it then.
+	Warming bool `expr:"warming" json:"warming"`
+
+	Push      bool `expr:"push" json:"push"`
+	PushBound bool `expr:"pushBound" json:"pushBound"`
+	Paused    bool `expr:"paused" json:"paused"`
+
+	// StallOnset is when the current stall began (the last ack, or when
+	// watching began if later); zero when not stalled.
+	StallOnset time.Time `expr:"-" json:"-"`
+}
+
+// Group is the flow of every node sharing one group name. Nodes without a
+// group see the zero Group: empty name, every count zero.
+type Group struct {
+	Name            string  `expr:"name" json:"name"`
+	Size            int     `expr:"size" json:"size"`
+	Stalled         int     `expr:"stalled" json:"stalled"`
+	StalledFraction float64 `expr:"stalledFraction" json:"stalledFraction"`
+	Lagging         int     `expr:"lagging" json:"lagging"`
+	LaggingFraction float64 `expr:"laggingFraction" json:"laggingFraction"`
+	MessagesWaiting int     `expr:"messagesWaiting" json:"messagesWaiting"`
+	AckRate         float64 `expr:"ackRate" json:"ackRate"`
+	ArrivalRate     float64 `expr:"arrivalRate" json:"arrivalRate"`
+	// StallSpread is the time in seconds between the first and the last
+	// stall onset among its stalled nodes: small when they stopped together.
+	StallSpread float64 `expr:"stallSpread" json:"stallSpread"`
+	// OutsideNodes and OutsideStalledFraction describe every node not in this
+	// group, so a rule can ask whether the rest still flows.
+	OutsideNodes           int     `expr:"outsideNodes" json:"outsideNodes"`
+	OutsideStalledFraction float64 `expr:"outsideStalledFraction" json:"outsideStalledFraction"`
+}
+
+// System is the flow of every observed node together.
+type System struct {
+	Nodes               int     `expr:"nodes" json:"nodes"`
+	LaggingNodes        int     `expr:"laggingNodes" json:"laggingNodes"`
+	LaggingFraction     float64 `expr:"laggingFraction" json:"laggingFraction"`
+	StalledNodes        int     `expr:"stalledNodes" json:"stalledNodes"`
+	StalledFraction     float64 `expr:"stalledFraction" json:"stalledFraction"`
+	MessagesWaiting     int     `expr:"messagesWaiting" json:"messagesWaiting"`
+	PublishRate         float64 `expr:"publishRate" json:"publishRate"`                 // all streams, msgs/s
+	PublishRateBaseline float64 `expr:"publishRateBaseline" json:"publishRateBaseline"` // slow EWMA, frozen while most nodes lag
+	AckRate             float64 `expr:"ackRate" json:"ackRate"`
+	Groups              int     `expr:"groups" json:"groups"`
+	Streams             int     `expr:"streams" json:"streams"`
+}
+
+// State is the outcome of one Tracker update.
+type State struct {
+	At     time.Time
+	Nodes  []Node  // observed nodes, sorted by key
+	Groups []Group // named groups, sorted by name
+	System System
+	// Unobserved nodes are known but unread this tick: neither healthy nor down.
+	Unobserved []NodeKey
+	// Left lists nodes that were tracked and are gone (consumer or stream deleted).
+	Left []NodeKey
+
+	none Group // what ungrouped nodes see
+}
+
+// GroupOf returns the group of n, or the zero Group for an ungrouped node.
+func (s *State) GroupOf(n *Node) *Group {
+	if n.Group == "" {
+		return &s.none
+	}
+	lo, hi := 0, len(s.Groups)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.Groups[m].Name < n.Group {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(s.Groups) && s.Groups[lo].Name == n.Group {
+		return &s.Groups[lo]
+	}
+	return &s.none
+}

@@ -116,7 +116,7 @@ func safeCompile(src string, opts []expr.Option) (prog *vm.Program, err error) {
 }
 
 var (
-	reNoField   = regexp.MustCompile(`^type \*?flow\.(Node|Group|System) has no field (.+)$`)
+	reNoField   = regexp.MustCompile(`^type \*?snapshot\.(Node|Group|System) has no field (.+)$`)
 	reNotBool   = regexp.MustCompile(`^expected bool, but got (.+)$`)
 	reUnknownID = regexp.MustCompile(`^unknown name (node|group)$`)
 )

@@ -100,17 +100,21 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	def := flow.ForInterval(cfg.Interval)
+	if cfg.Flow.Interval == 0 {
+		cfg.Flow.Interval = def.Interval
+	}
 	if cfg.Flow.StallAfter == 0 {
-		cfg.Flow.StallAfter = max(2*time.Second, 2*cfg.Interval)
+		cfg.Flow.StallAfter = def.StallAfter
 	}
 	if cfg.Flow.WarmUp == 0 {
-		cfg.Flow.WarmUp = max(3*time.Second, 3*cfg.Interval)
+		cfg.Flow.WarmUp = def.WarmUp
 	}
 	if cfg.Flow.FailoverGrace == 0 {
-		cfg.Flow.FailoverGrace = max(10*time.Second, 5*cfg.Interval)
+		cfg.Flow.FailoverGrace = def.FailoverGrace
 	}
 	if cfg.Flow.Window == 0 {
-		cfg.Flow.Window = max(10*time.Second, 10*cfg.Interval)
+		cfg.Flow.Window = def.Window
 	}
 	if cfg.Dispatcher == nil {
 		cfg.Dispatcher = action.Log{Logger: cfg.Logger}

@@ -44,6 +44,9 @@ type ConsumerSample struct {
 	PushBound bool
 	Paused    bool
 	AckNone   bool // the consumer takes no acks (AckPolicy none)
+	// AckWait is the consumer's ack wait (0: unknown). A message held
+	// longer is redelivered, so no normal ack cadence is longer.
+	AckWait time.Duration
 
 	// Advisory counters, cumulative since the engine started watching.
 	MaxDeliveries uint64

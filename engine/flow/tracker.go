@@ -9,6 +9,7 @@ import (
 
 // Config tunes the Tracker. Zero fields take the defaults below.
 type Config struct {
+	Interval         time.Duration // the sampling interval; default 1s
 	Window           time.Duration // rates and slopes span this much history; default 10s
 	StallAfter       time.Duration // work waiting and no progress this long = stalled; default 2s
 	WarmUp           time.Duration // a node must be watched this long without a gap before it can be stalled; default 3s
@@ -34,7 +35,23 @@ const (
 // new normal.
 const overloadFreeze = 0.5
 
+// ForInterval returns the configuration the engine uses at a sampling
+// interval: each default, or a multiple of the interval when that is longer,
+// so a slow sampler still sees enough samples in every span.
+func ForInterval(interval time.Duration) Config {
+	return Config{
+		Interval:      interval,
+		StallAfter:    max(DefaultStallAfter, 2*interval),
+		WarmUp:        max(DefaultWarmUp, 3*interval),
+		FailoverGrace: max(DefaultFailoverGrace, 5*interval),
+		Window:        max(DefaultWindow, 10*interval),
+	}
+}
+
 func (c Config) withDefaults() Config {
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+	}
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
 	}

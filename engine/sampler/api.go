@@ -52,6 +52,7 @@ type consumerInfo struct {
 	Config  struct {
 		DeliverSubject string   `json:"deliver_subject"`
 		AckPolicy      string   `json:"ack_policy"`
+		AckWait        int64    `json:"ack_wait"` // nanoseconds
 		Metadata       metadata `json:"metadata"`
 	} `json:"config"`
 	Delivered      sequenceInfo `json:"delivered"`

@@ -394,6 +394,7 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 			PushBound:       ci.PushBound,
 			Paused:          ci.Paused,
 			AckNone:         ci.Config.AckPolicy == "none",
+			AckWait:         time.Duration(max(ci.Config.AckWait, 0)),
 		})
 	}
 	// Sorted by consumer name, so the tick's bookkeeping can binary search.

@@ -47,7 +47,29 @@ type Node struct {
 	Stalled             bool    `expr:"stalled" json:"stalled"`
 	StalledSeconds      float64 `expr:"stalledSeconds" json:"stalledSeconds"` // since the stall began; 0 when not stalled
 	Lagging             bool    `expr:"lagging" json:"lagging"`
-	ObservedSeconds     float64 `expr:"observedSeconds" json:"observedSeconds"` // how long the engine has watched it without a gap
+
+	// AckCadence is the node's learned normal silence in seconds: the
+	// longest quiet spell (work waiting, no ack) that ended in progress
+	// among its recent spells. 0 until CadenceLearned.
+	AckCadence     float64 `expr:"ackCadence" json:"ackCadence"`
+	CadenceLearned bool    `expr:"cadenceLearned" json:"cadenceLearned"`
+	// StallThreshold is how long, in seconds, this node may be silent while
+	// work waits before it counts as stalled: derived from AckCadence once
+	// learned, a cautious prior before.
+	StallThreshold float64 `expr:"stallThreshold" json:"stallThreshold"`
+	// Idle is true when the node's state cannot be judged: no work waiting
+	// and no progress within its stall threshold. An idle node is neither
+	// healthy nor failed; group and system fractions leave it out.
+	Idle bool `expr:"idle" json:"idle"`
+	// FallingBehind is true for a node that lags while it still acks: short
+	// of capacity, not stopped.
+	FallingBehind bool `expr:"fallingBehind" json:"fallingBehind"`
+	// RecentStalls counts the stalls that began within the flap window
+	// (the current one included); SecondsSinceStall is the time since the
+	// last stall ended (0 while stalled; since watching began if never).
+	RecentStalls      int     `expr:"recentStalls" json:"recentStalls"`
+	SecondsSinceStall float64 `expr:"secondsSinceStall" json:"secondsSinceStall"`
+	ObservedSeconds   float64 `expr:"observedSeconds" json:"observedSeconds"` // how long the engine has watched it without a gap
 	// Warming is true while the node's flow cannot be judged yet: just
 	// (re)observed after a gap or an engine reset, or just failed over to
 	// another consumer leader. Rules neither fire nor resolve on it then.
@@ -65,12 +87,17 @@ type Node struct {
 // Group is the flow of every node sharing one group name. Nodes without a
 // group see the zero Group: empty name, every count zero.
 type Group struct {
-	Name            string  `expr:"name" json:"name"`
-	Size            int     `expr:"size" json:"size"`
+	Name string `expr:"name" json:"name"`
+	Size int    `expr:"size" json:"size"`
+	// Judged counts the nodes whose state can be judged (not idle, not
+	// warming); every fraction below is over Judged.
+	Judged          int     `expr:"judged" json:"judged"`
+	Idle            int     `expr:"idle" json:"idle"`
 	Stalled         int     `expr:"stalled" json:"stalled"`
 	StalledFraction float64 `expr:"stalledFraction" json:"stalledFraction"`
 	Lagging         int     `expr:"lagging" json:"lagging"`
 	LaggingFraction float64 `expr:"laggingFraction" json:"laggingFraction"`
+	FallingBehind   int     `expr:"fallingBehind" json:"fallingBehind"`
 	MessagesWaiting int     `expr:"messagesWaiting" json:"messagesWaiting"`
 	AckRate         float64 `expr:"ackRate" json:"ackRate"`
 	ArrivalRate     float64 `expr:"arrivalRate" json:"arrivalRate"`
@@ -79,23 +106,34 @@ type Group struct {
 	StallSpread float64 `expr:"stallSpread" json:"stallSpread"`
 	// OutsideNodes and OutsideStalledFraction describe every node not in this
 	// group, so a rule can ask whether the rest still flows.
+	// OutsideJudged and OutsideFlowing count the judged nodes outside it
+	// and those of them not stalled: evidence that the rest still flows.
 	OutsideNodes           int     `expr:"outsideNodes" json:"outsideNodes"`
+	OutsideJudged          int     `expr:"outsideJudged" json:"outsideJudged"`
+	OutsideFlowing         int     `expr:"outsideFlowing" json:"outsideFlowing"`
 	OutsideStalledFraction float64 `expr:"outsideStalledFraction" json:"outsideStalledFraction"`
 }
 
 // System is the flow of every observed node together.
 type System struct {
-	Nodes               int     `expr:"nodes" json:"nodes"`
-	LaggingNodes        int     `expr:"laggingNodes" json:"laggingNodes"`
-	LaggingFraction     float64 `expr:"laggingFraction" json:"laggingFraction"`
-	StalledNodes        int     `expr:"stalledNodes" json:"stalledNodes"`
-	StalledFraction     float64 `expr:"stalledFraction" json:"stalledFraction"`
-	MessagesWaiting     int     `expr:"messagesWaiting" json:"messagesWaiting"`
-	PublishRate         float64 `expr:"publishRate" json:"publishRate"`                 // all streams, msgs/s
-	PublishRateBaseline float64 `expr:"publishRateBaseline" json:"publishRateBaseline"` // slow EWMA, frozen while most nodes lag
-	AckRate             float64 `expr:"ackRate" json:"ackRate"`
-	Groups              int     `expr:"groups" json:"groups"`
-	Streams             int     `expr:"streams" json:"streams"`
+	Nodes int `expr:"nodes" json:"nodes"`
+	// JudgedNodes are the nodes whose state can be judged (not idle, not
+	// warming); every fraction below is over JudgedNodes.
+	JudgedNodes           int     `expr:"judgedNodes" json:"judgedNodes"`
+	IdleNodes             int     `expr:"idleNodes" json:"idleNodes"`
+	FallingBehindNodes    int     `expr:"fallingBehindNodes" json:"fallingBehindNodes"`
+	FallingBehindFraction float64 `expr:"fallingBehindFraction" json:"fallingBehindFraction"`
+	LaggingNodes          int     `expr:"laggingNodes" json:"laggingNodes"`
+	LaggingFraction       float64 `expr:"laggingFraction" json:"laggingFraction"`
+	StalledNodes          int     `expr:"stalledNodes" json:"stalledNodes"`
+	StalledFraction       float64 `expr:"stalledFraction" json:"stalledFraction"`
+	MessagesWaiting       int     `expr:"messagesWaiting" json:"messagesWaiting"`
+	PublishRate           float64 `expr:"publishRate" json:"publishRate"`                 // all streams, msgs/s
+	PublishRateBaseline   float64 `expr:"publishRateBaseline" json:"publishRateBaseline"` // slow EWMA, frozen while most nodes lag
+	AckRate               float64 `expr:"ackRate" json:"ackRate"`
+	ArrivalRate           float64 `expr:"arrivalRate" json:"arrivalRate"` // new work for all nodes, msgs/s
+	Groups                int     `expr:"groups" json:"groups"`
+	Streams               int     `expr:"streams" json:"streams"`
 }
 
 // State is the outcome of one Tracker update.

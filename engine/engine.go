@@ -225,9 +225,9 @@ func (e *Engine) Tick(ctx context.Context) {
 		e.eval.DropPending()
 		// A blind spell shorter than a stall leaves the windows valid: rates
 		// span the gap. A longer one may hide anything, so start afresh.
-		if gap := e.blindGap(); gap >= e.cfg.Flow.StallAfter {
+		if gap := e.blindGap(); gap >= e.blindReset() {
 			e.tracker.Reset()
-			e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.cfg.Flow.StallAfter)
+			e.holdUntil = snap.At.Add(e.cfg.Flow.WarmUp + e.blindReset())
 			e.log.Info("sampling resumed; holding incidents while flow windows refill", "blind", gap.Round(time.Millisecond), "hold", e.holdUntil.Sub(snap.At))
 		} else {
 			e.log.Info("sampling resumed", "blind", gap.Round(time.Millisecond))
@@ -255,6 +255,14 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.emit(ctx, trs, st)
 	e.met.observe(st)
 	e.view.Store(e.newView(st))
+}
+
+// blindReset is the longest blind spell after which flow windows are kept:
+// two samples missed, or 2s, whichever is longer. A learned node can stall
+// within one interval, so a longer gap may hide anything; after it, every
+// window starts afresh and incidents hold for a warm-up and this much more.
+func (e *Engine) blindReset() time.Duration {
+	return max(2*time.Second, 2*e.cfg.Interval)
 }
 
 // blindGap is how long the engine has not seen JetStream: since its last

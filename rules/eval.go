@@ -56,6 +56,15 @@ const (
 	firing
 )
 
+// levelRank orders levels for nesting: an incident of a higher rank may
+// open inside a system incident of a lower one.
+func levelRank(level string) int8 {
+	if level == events.LevelCritical {
+		return 2
+	}
+	return 1
+}
+
 type alertKey struct {
 	rule  string // fingerprint, so an edited rule starts afresh
 	node  snapshot.NodeKey
@@ -80,6 +89,11 @@ type alert struct {
 	clearedAt time.Time // when a firing alert's condition cleared; zero while it holds
 	incident  *Incident
 	seen      uint64 // tick of its last evaluation
+	// owed marks a pending alert whose condition held through its `for`
+	// while a cooldown kept it from firing: it fires when the cooldown
+	// ends even if the condition has cleared by then, so a cooldown delays
+	// a failure but never swallows it.
+	owed bool
 }
 
 // Evaluator runs a Set every tick: the Prometheus alert state machine
@@ -100,9 +114,16 @@ type Evaluator struct {
 	sysEnv  SystemEnv
 
 	// per tick
-	claims  []int8 // by node index: 0 free, 1 pending claim, 2 firing claim
-	members map[string][]int
-	out     []Transition
+	claims []int8 // by node index: 0 free, 1 pending claim, 2 firing claim
+	// sysRank and sysFiring say what a system incident holds a node with:
+	// the highest level rank of the system alerts holding it, and whether
+	// one of them fires. System incidents nest: they hold a node only
+	// against node and group rules of their own level or lower, so a
+	// critical node failure is still reported inside a warning overload.
+	sysRank   []int8
+	sysFiring []bool
+	members   map[string][]int
+	out       []Transition
 	// index finds a node's index by key; built at most once a tick, when a
 	// firing group or system incident needs its own nodes found.
 	index      map[snapshot.NodeKey]int
@@ -289,6 +310,13 @@ func (e *Evaluator) prepare(st *snapshot.State) {
 	}
 	e.claims = e.claims[:len(st.Nodes)]
 	clear(e.claims)
+	if cap(e.sysRank) < len(st.Nodes) {
+		e.sysRank = make([]int8, len(st.Nodes))
+		e.sysFiring = make([]bool, len(st.Nodes))
+	}
+	e.sysRank, e.sysFiring = e.sysRank[:len(st.Nodes)], e.sysFiring[:len(st.Nodes)]
+	clear(e.sysRank)
+	clear(e.sysFiring)
 	e.st, e.indexBuilt = st, false
 	for g, idx := range e.members {
 		e.members[g] = idx[:0]
@@ -324,15 +352,15 @@ func (e *Evaluator) evalNodes(now time.Time, st *snapshot.State, r *Rule) {
 			e.claim(a, i)
 			continue
 		}
-		claimed := e.claims[i]
-		if a.state == firing && claimed == 2 {
+		rank := levelRank(r.Level)
+		if a.state == firing && e.taken(i, rank) {
 			// A rule that outranks this one now holds the node.
 			e.out = e.resolve(e.out, a, now, events.ReasonSuperseded)
 			delete(e.alerts, a.key)
 			continue
 		}
 		nodes := func() []snapshot.NodeKey { return []snapshot.NodeKey{n.Key} }
-		if e.step(now, a, when, env, claimed != 0, nodes) {
+		if e.step(now, a, when, env, e.occupied(i, rank), nodes) {
 			e.claim(a, i)
 		}
 	}
@@ -360,8 +388,9 @@ func (e *Evaluator) evalGroups(now time.Time, st *snapshot.State, r *Rule) {
 				continue
 			}
 		}
-		nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx) }
-		if !ok || e.step(now, a, when, env, allClaimed(e.claims, idx), nodes) {
+		rank := levelRank(r.Level)
+		nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx, rank) }
+		if !ok || e.step(now, a, when, env, e.allOccupied(idx, rank), nodes) {
 			e.claimFor(a, idx)
 		}
 	}
@@ -401,8 +430,11 @@ func (e *Evaluator) evalSystem(now time.Time, st *snapshot.State, r *Rule) {
 			return
 		}
 	}
-	nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx) }
-	blocked := len(idx) > 0 && allClaimed(e.claims, idx)
+	// A system incident takes the nodes no node or group incident holds
+	// (a dead node is not the overload's), and is blocked only when they
+	// hold every one.
+	nodes := func() []snapshot.NodeKey { return e.unclaimed(st, idx, 0) }
+	blocked := len(idx) > 0 && e.allOccupied(idx, 0)
 	if e.step(now, a, when, env, blocked, nodes) {
 		e.claimFor(a, idx)
 	}
@@ -470,7 +502,7 @@ func (e *Evaluator) supersede(a *alert, now time.Time) {
 			continue
 		}
 		present++
-		if e.claims[i] == 2 {
+		if e.taken(i, levelRank(inc.Rule.Level)) {
 			if taken == nil {
 				taken = map[snapshot.NodeKey]bool{}
 			}
@@ -544,17 +576,27 @@ func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bo
 	r := a.rule
 	switch a.state {
 	case 0, pending:
-		if !when {
+		if !when && !a.owed {
 			delete(e.alerts, a.key)
 			return false
 		}
 		if a.state == 0 {
 			a.state, a.activeAt = pending, now
 		}
-		if !e.held(now, a.activeAt, r.For) || blocked {
+		if !a.owed && !e.held(now, a.activeAt, r.For) {
 			return true
 		}
 		if until, ok := e.cooldowns[a.key]; ok && !e.held(now, until, 0) {
+			a.owed = true
+			return true
+		}
+		if blocked {
+			// Another incident holds the subject now: whatever was owed
+			// is its to report.
+			if !when {
+				delete(e.alerts, a.key)
+				return false
+			}
 			return true
 		}
 		keys := nodes()
@@ -562,6 +604,7 @@ func (e *Evaluator) step(now time.Time, a *alert, when bool, env any, blocked bo
 			return true
 		}
 		a.state = firing
+		a.owed = false
 		a.clearedAt = time.Time{}
 		a.incident = &Incident{ID: e.newID(), Rule: r, Subject: a.key.subject(), Since: now, Nodes: keys}
 		e.out = e.fire(e.out, a, now)
@@ -707,6 +750,11 @@ func (e *Evaluator) leave(now time.Time, gone []snapshot.NodeKey) {
 }
 
 func (e *Evaluator) claim(a *alert, i int) {
+	if a.rule.Scope == ScopeSystem {
+		e.sysRank[i] = max(e.sysRank[i], levelRank(a.rule.Level))
+		e.sysFiring[i] = e.sysFiring[i] || a.state == firing
+		return
+	}
 	if e.claims[i] != 0 {
 		return
 	}
@@ -722,19 +770,33 @@ func (e *Evaluator) claimAll(a *alert, idx []int) {
 	}
 }
 
-func (e *Evaluator) unclaimed(st *snapshot.State, idx []int) []snapshot.NodeKey {
+// occupied reports whether node i is held against a rule of level rank:
+// by a node or group alert that outranks it (pending or firing), or by a
+// system alert of at least its level. rank 0 asks about node and group
+// alerts alone, as a system rule does.
+func (e *Evaluator) occupied(i int, rank int8) bool {
+	return e.claims[i] != 0 || (rank > 0 && e.sysRank[i] >= rank)
+}
+
+// taken is occupied by a firing incident: one that supersedes an incident
+// of level rank already open on the node.
+func (e *Evaluator) taken(i int, rank int8) bool {
+	return e.claims[i] == 2 || (rank > 0 && e.sysFiring[i] && e.sysRank[i] >= rank)
+}
+
+func (e *Evaluator) unclaimed(st *snapshot.State, idx []int, rank int8) []snapshot.NodeKey {
 	keys := make([]snapshot.NodeKey, 0, len(idx))
 	for _, i := range idx {
-		if e.claims[i] == 0 {
+		if !e.occupied(i, rank) {
 			keys = append(keys, st.Nodes[i].Key)
 		}
 	}
 	return keys
 }
 
-func allClaimed(claims []int8, idx []int) bool {
+func (e *Evaluator) allOccupied(idx []int, rank int8) bool {
 	for _, i := range idx {
-		if claims[i] == 0 {
+		if !e.occupied(i, rank) {
 			return false
 		}
 	}

@@ -82,6 +82,7 @@ func TestDefaultRuleset(t *testing.T) {
 		"system-overload": {ScopeSystem, events.TypeSystemDown, "overload"},
 		"partition":       {ScopeGroup, events.TypeNodeDown, "partition"},
 		"system-stalled":  {ScopeSystem, events.TypeSystemDown, "outage"},
+		"flapping":        {ScopeNode, events.TypeNodeDown, "flapping"},
 		"node-failure":    {ScopeNode, events.TypeNodeDown, "node-failure"},
 		"bottleneck":      {ScopeNode, events.TypeNodeDown, "bottleneck"},
 	}
@@ -103,7 +104,7 @@ func TestDefaultRuleset(t *testing.T) {
 	}
 	if set, err := NewSet(rs); err != nil {
 		t.Fatal(err)
-	} else if got := ruleNames(set); !reflect.DeepEqual(got, []string{"system-overload", "system-stalled", "partition", "node-failure", "bottleneck"}) {
+	} else if got := ruleNames(set); !reflect.DeepEqual(got, []string{"system-overload", "partition", "system-stalled", "flapping", "node-failure", "bottleneck"}) {
 		t.Errorf("priority order %v", got)
 	}
 }

@@ -232,21 +232,33 @@ func isWarming(at, warmUntil time.Time) bool {
 }
 
 // isStalled is the Stalled rule: work is waiting, nothing has progressed for
-// at least stallAfter since the onset, and the node is not warming. As
-// warmEnd gives at least a full warm-up whenever watching restarts, the node
-// has been watched without a gap for at least the warm-up, so a node that
-// just appeared or just came back into view is not called stalled on too
-// little evidence, and never while rules hold their judgement on it. An
-// idle node (no work waiting) is never stalled.
-func isStalled(waiting int, at, onset, warmUntil time.Time, stallAfter time.Duration) bool {
-	return waiting > 0 && at.Sub(onset) >= stallAfter && !isWarming(at, warmUntil)
+// at least the node's stall threshold (seconds) since the onset, and the
+// node is not warming. As warmEnd gives at least a full warm-up whenever
+// watching restarts, the node has been watched without a gap for at least
+// the warm-up, so a node that just appeared or just came back into view is
+// not called stalled on too little evidence, and never while rules hold
+// their judgement on it. An idle node (no work waiting) is never stalled.
+func isStalled(waiting int, at, onset, warmUntil time.Time, threshold float64) bool {
+	return waiting > 0 && at.Sub(onset).Seconds() >= threshold && !isWarming(at, warmUntil)
 }
 
-// isLagging is the Lagging rule: enough work is waiting and it keeps
-// growing. The floor keeps a handful of in-flight messages from counting;
-// the slope keeps a deep but shrinking backlog from counting.
-func isLagging(waiting int, growth float64, floor int, minGrowth float64) bool {
-	return waiting >= floor && growth >= minGrowth
+// isLagging is the Lagging rule: enough work is waiting, it grew over the
+// window and it is still growing over the last two steps. The floor keeps a
+// handful of in-flight messages from counting; the slope keeps a deep but
+// shrinking backlog from counting; the recent growth keeps a burst being
+// drained from counting while its step is still inside the window.
+func isLagging(waiting int, growth, recent float64, floor int, minGrowth float64) bool {
+	return waiting >= floor && growth >= minGrowth && recent > 0
+}
+
+// recentGrowth is how much MessagesWaiting rose over the last two steps of
+// the window (the last step alone when there is only one).
+func recentGrowth(w []point) float64 {
+	n := len(w)
+	if n < 2 {
+		return 0
+	}
+	return w[n-1].waiting - w[max(0, n-3)].waiting
 }
 
 // secondsSinceLastAck is the SecondsSinceLastAck rule: time since the last

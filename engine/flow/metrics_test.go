@@ -173,7 +173,7 @@ func TestProgressAndOnset(t *testing.T) {
 }
 
 func TestIsStalled(t *testing.T) {
-	const after = 2 * time.Second
+	const after = 2.0 // seconds: the node's stall threshold
 	tests := []struct {
 		name                 string
 		waiting              int
@@ -231,17 +231,20 @@ func TestIsLagging(t *testing.T) {
 		name    string
 		waiting int
 		growth  float64
+		recent  float64
 		want    bool
 	}{
-		{"1: deep and growing", 100, 5, true},
-		{"2: at the floor and the slope", 10, 1, true},
-		{"3: below the floor", 9, 50, false},
-		{"4: deep but shrinking", 1000, -3, false},
-		{"5: deep but flat", 1000, 0, false},
-		{"6: growing too slowly", 1000, 0.99, false},
+		{"1: deep and growing", 100, 5, 10, true},
+		{"2: at the floor and the slope", 10, 1, 1, true},
+		{"3: below the floor", 9, 50, 100, false},
+		{"4: deep but shrinking", 1000, -3, -6, false},
+		{"5: deep but flat", 1000, 0, 0, false},
+		{"6: growing too slowly", 1000, 0.99, 2, false},
+		{"7: a burst being drained: the window still rises, the last steps fall", 400, 20, -30, false},
+		{"8: flat over the last steps", 400, 20, 0, false},
 	}
 	for _, tc := range tests {
-		if got := isLagging(tc.waiting, tc.growth, 10, 1); got != tc.want {
+		if got := isLagging(tc.waiting, tc.growth, tc.recent, 10, 1); got != tc.want {
 			t.Errorf("%s: isLagging(%d, %v) = %v, want %v", tc.name, tc.waiting, tc.growth, got, tc.want)
 		}
 	}

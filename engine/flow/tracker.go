@@ -9,9 +9,20 @@ import (
 
 // Config tunes the Tracker. Zero fields take the defaults below.
 type Config struct {
-	Interval         time.Duration // the sampling interval; default 1s
-	Window           time.Duration // rates and slopes span this much history; default 10s
-	StallAfter       time.Duration // work waiting and no progress this long = stalled; default 2s
+	Interval time.Duration // the sampling interval; default 1s
+	Window   time.Duration // rates and slopes span this much history; default 10s
+	// StallAfter is how long a node whose ack cadence is not learned yet
+	// may be silent while work waits before it counts as stalled; default
+	// 10s. Once learned, the node's own cadence sets it (see stallThreshold).
+	StallAfter time.Duration
+	// CadenceSpells is how many quiet spells a node must have ended with
+	// progress before its cadence counts as learned; default 4.
+	CadenceSpells int
+	// CadenceHalfLife is how fast a learned cadence forgets a long spell;
+	// default 5m.
+	CadenceHalfLife time.Duration
+	// FlapWindow is how far back stalls count in RecentStalls; default 5m.
+	FlapWindow       time.Duration
 	WarmUp           time.Duration // a node must be watched this long without a gap before it can be stalled; default 3s
 	FailoverGrace    time.Duration // after its consumer leader changes a node is warming this long and not stalled; default 10s
 	LaggingSlope     float64       // msgs/s of lag growth that makes a node lagging; default 1
@@ -21,8 +32,26 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultWindow           = 10 * time.Second
-	DefaultStallAfter       = 2 * time.Second
+	DefaultWindow = 10 * time.Second
+	// DefaultStallAfter is long enough that a consumer batching its acks
+	// every few seconds is not called stalled before its rhythm has been
+	// seen, and short enough that a node dead from the start is reported
+	// within seconds more than a learned one.
+	DefaultStallAfter = 10 * time.Second
+	// DefaultCadenceSpells: a busy node ends a spell at every sample, so it
+	// is learned by the end of its warm-up; a batch acker after four
+	// batches.
+	DefaultCadenceSpells = 4
+	// DefaultCadenceHalfLife keeps a pause seen once protecting the node
+	// through pauses that recur every few minutes (GC, flushes, compaction),
+	// while a node that stopped pausing is judged sharply again within
+	// minutes.
+	DefaultCadenceHalfLife = 5 * time.Minute
+	// DefaultFlapWindow: a node that stalls again within five minutes of a
+	// stall is flapping. Five minutes is where supervisors' restart back-off
+	// tops out (Kubernetes' CrashLoopBackOff, systemd's usual limits), so a
+	// crash loop stays inside the window however long it has run.
+	DefaultFlapWindow       = 5 * time.Minute
 	DefaultWarmUp           = 3 * time.Second
 	DefaultFailoverGrace    = 10 * time.Second
 	DefaultLaggingSlope     = 1.0
@@ -41,7 +70,7 @@ const overloadFreeze = 0.5
 func ForInterval(interval time.Duration) Config {
 	return Config{
 		Interval:      interval,
-		StallAfter:    max(DefaultStallAfter, 2*interval),
+		StallAfter:    max(DefaultStallAfter, 10*interval),
 		WarmUp:        max(DefaultWarmUp, 3*interval),
 		FailoverGrace: max(DefaultFailoverGrace, 5*interval),
 		Window:        max(DefaultWindow, 10*interval),
@@ -57,6 +86,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StallAfter <= 0 {
 		c.StallAfter = DefaultStallAfter
+	}
+	if c.CadenceSpells <= 0 {
+		c.CadenceSpells = DefaultCadenceSpells
+	}
+	if c.CadenceHalfLife <= 0 {
+		c.CadenceHalfLife = DefaultCadenceHalfLife
+	}
+	if c.FlapWindow <= 0 {
+		c.FlapWindow = DefaultFlapWindow
 	}
 	if c.WarmUp <= 0 {
 		c.WarmUp = DefaultWarmUp
@@ -130,6 +168,10 @@ type nodeState struct {
 	idleAt        time.Time
 	created       time.Time
 	lastDelivered uint64
+
+	cad       cadence // the node's learned ack cadence
+	threshold float64 // its stall threshold at the last sample, seconds
+	stalls    stalls  // its recent stall episodes
 
 	// The newest sample's time, cumulative counts and raw counters, for the
 	// next step; valid while the window is not empty. Kept here, beside the
@@ -394,6 +436,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.restart = true
 		ns.ackRoseAt = time.Time{}
 		ns.lastAck = time.Time{}
+		ns.cad, ns.stalls = cadence{}, stalls{}
 	}
 	// Server time that went backwards (another server now leads the
 	// consumer) cannot be compared with what was gathered before.
@@ -431,6 +474,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 
 	cur := counts{delivered: c.Delivered}
 	var dt time.Duration
+	progressed := false
 	if ns.win.len() > 0 {
 		prev := &ns.lastCounts
 		step := clampStep(ns.lastAcked, acked)
@@ -445,6 +489,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		}
 		if step > 0 {
 			ns.ackRoseAt = time.Unix(0, ns.lastAt)
+			progressed = true
 		}
 		cur.acked = prev.acked + step
 		cur.arrived = prev.arrived + clampStepU(ns.lastArrived, arrived)
@@ -516,16 +561,54 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	}
 	progress := progressAt(c.LastAck, ns.ackRoseAt)
 	onset := stallOnset(progress, later(ns.observedSince, ns.idleAt))
+
+	// The node's own cadence: a spell that ended in progress is judged
+	// against the threshold it was silent under, then the threshold for
+	// this sample follows from what has been learned.
+	cfg := &t.cfg
+	if progressed {
+		ns.cad.endSpell(atNs, ns.threshold, c.AckFloor, cfg)
+	}
+	ns.cad.settle(atNs, c.AckFloor, cfg)
+	learnedMax := ns.cad.decayed(atNs, cfg.CadenceHalfLife)
+	learned := ns.cad.learned(cfg)
+	thr := stallThreshold(learnedMax, learned, cfg.StallAfter, cfg.Interval, c.AckWait)
+	ns.threshold = thr
+	if n.MessagesWaiting > 0 && !c.Paused {
+		ns.cad.sample(nonNegSeconds(at.Sub(onset)), c.Delivered)
+	}
+
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
 	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, ns.created, ns.observedSince)
 	n.Warming = isWarming(at, ns.warmUntil)
-	if isStalled(n.MessagesWaiting, at, onset, ns.warmUntil, t.cfg.StallAfter) {
+	n.StallThreshold = thr
+	n.CadenceLearned = learned
+	if learned {
+		n.AckCadence = learnedMax
+	}
+	if isStalled(n.MessagesWaiting, at, onset, ns.warmUntil, thr) {
 		n.Stalled = true
 		n.StallOnset = onset
 		n.StalledSeconds = nonNegSeconds(at.Sub(onset))
+		if !ns.stalls.in {
+			// A stall that begins before a long spell was settled says
+			// that spell was no rhythm of the node's.
+			ns.cad.heldValid = false
+		}
 	}
-	n.Lagging = isLagging(n.MessagesWaiting, n.LagGrowthRate, t.cfg.LaggingFloor, t.cfg.LaggingSlope)
+	ns.stalls.note(n.Stalled, atNs, onset.UnixNano())
+	n.RecentStalls = ns.stalls.recent(atNs, cfg.FlapWindow)
+	n.SecondsSinceStall = ns.stalls.sinceStall(atNs, ns.observedSince)
+	n.Idle = isIdle(n.MessagesWaiting, at, progress, thr)
+	n.Lagging = isLagging(n.MessagesWaiting, n.LagGrowthRate, recentGrowth(w), t.cfg.LaggingFloor, t.cfg.LaggingSlope)
+	n.FallingBehind = n.Lagging && !n.Stalled && n.AckRate > 0
 }
+
+// judged reports whether a node's state can be judged: it is neither idle
+// (nothing to show) nor warming (not watched long enough) nor paused (by an
+// operator's choice). Group and system fractions count only judged nodes,
+// so quiet members never dilute a pattern nor block one.
+func judged(n *Node) bool { return !n.Idle && !n.Warming && !n.Paused }
 
 // alpha is ewmaAlpha with the configured half-life, remembering the last
 // result: every node of a tick usually has the same dt.
@@ -576,8 +659,18 @@ func (t *Tracker) addToGroup(ns *nodeState, n *Node) {
 	g.MessagesWaiting += n.MessagesWaiting
 	g.AckRate += n.AckRate
 	g.ArrivalRate += n.ArrivalRate
+	if n.Idle {
+		g.Idle++
+	}
+	if !judged(n) {
+		return
+	}
+	g.Judged++
 	if n.Lagging {
 		g.Lagging++
+	}
+	if n.FallingBehind {
+		g.FallingBehind++
 	}
 	if n.Stalled {
 		if g.Stalled == 0 || n.StallOnset.Before(acc.first) {
@@ -637,15 +730,27 @@ func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
 		n := &st.Nodes[i]
 		sys.MessagesWaiting += n.MessagesWaiting
 		sys.AckRate += n.AckRate
+		sys.ArrivalRate += n.ArrivalRate
+		if n.Idle {
+			sys.IdleNodes++
+		}
+		if !judged(n) {
+			continue
+		}
+		sys.JudgedNodes++
 		if n.Lagging {
 			sys.LaggingNodes++
+		}
+		if n.FallingBehind {
+			sys.FallingBehindNodes++
 		}
 		if n.Stalled {
 			sys.StalledNodes++
 		}
 	}
-	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.Nodes)
-	sys.StalledFraction = fraction(sys.StalledNodes, sys.Nodes)
+	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.JudgedNodes)
+	sys.StalledFraction = fraction(sys.StalledNodes, sys.JudgedNodes)
+	sys.FallingBehindFraction = fraction(sys.FallingBehindNodes, sys.JudgedNodes)
 
 	if len(t.active) > 0 {
 		st.Groups = make([]Group, 0, len(t.active))
@@ -653,13 +758,15 @@ func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
 	for _, slot := range t.active {
 		acc := &t.groups[slot]
 		g := acc.g
-		g.StalledFraction = fraction(g.Stalled, g.Size)
-		g.LaggingFraction = fraction(g.Lagging, g.Size)
+		g.StalledFraction = fraction(g.Stalled, g.Judged)
+		g.LaggingFraction = fraction(g.Lagging, g.Judged)
 		if g.Stalled >= 2 {
 			g.StallSpread = acc.last.Sub(acc.first).Seconds()
 		}
 		g.OutsideNodes = sys.Nodes - g.Size
-		g.OutsideStalledFraction = fraction(sys.StalledNodes-g.Stalled, g.OutsideNodes)
+		g.OutsideJudged = sys.JudgedNodes - g.Judged
+		g.OutsideFlowing = g.OutsideJudged - (sys.StalledNodes - g.Stalled)
+		g.OutsideStalledFraction = fraction(sys.StalledNodes-g.Stalled, g.OutsideJudged)
 		st.Groups = append(st.Groups, g)
 	}
 	slices.SortFunc(st.Groups, func(a, b Group) int { return cmp.Compare(a.Name, b.Name) })

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ type fakeConsumer struct {
 	paused       bool
 	leader       string
 	skew         time.Duration // the server's clock minus the world's
+	// floor, when set, is the ack floor reported instead of delivered -
+	// ackPending: messages stranded below it were never acked.
+	floor uint64
 }
 
 func (c *fakeConsumer) deliver(n uint64) {
@@ -61,7 +65,19 @@ func (c *fakeConsumer) sample(at time.Time) ConsumerSample {
 	if !c.hideAck {
 		s.LastAck = c.lastAck
 	}
+	if c.floor != 0 {
+		s.AckFloor = c.floor
+	}
 	return s
+}
+
+// fixedStall is cfg with a fixed 2s stall threshold: cadence learning never
+// completes, so every node is judged by the prior. Tests of what a stall is
+// use it; the cadence tests learn.
+func fixedStall(cfg Config) Config {
+	cfg.StallAfter = 2 * time.Second
+	cfg.CadenceSpells = math.MaxInt32
+	return cfg
 }
 
 // world is a set of streams and consumers stepped one second at a time.
@@ -166,7 +182,7 @@ func groupOf(t *testing.T, st *State, name string) *Group {
 // Healthy steady flow: every message is taken and acked within the second
 // it arrives. Nothing stalls or lags, and every rate is the flow rate.
 func TestSteadyFlow(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "eu")
 	b := w.add("ORDERS", "b", "us")
 	c := w.add("EVENTS", "c", "")
@@ -214,8 +230,9 @@ func TestSteadyFlow(t *testing.T) {
 	if na.MessagesWaiting != 5 || na.NumPending != 5 || na.AckPending != 0 {
 		t.Errorf("a waiting=%d pending=%d ackPending=%d, want 5, 5, 0", na.MessagesWaiting, na.NumPending, na.AckPending)
 	}
-	want := System{Nodes: 3, MessagesWaiting: 5 + 5 + 2, Groups: 2, Streams: 2,
-		PublishRate: st.System.PublishRate, PublishRateBaseline: st.System.PublishRateBaseline, AckRate: st.System.AckRate}
+	want := System{Nodes: 3, JudgedNodes: 3, MessagesWaiting: 5 + 5 + 2, Groups: 2, Streams: 2,
+		PublishRate: st.System.PublishRate, PublishRateBaseline: st.System.PublishRateBaseline, AckRate: st.System.AckRate,
+		ArrivalRate: st.System.ArrivalRate}
 	if st.System != want {
 		t.Errorf("system = %+v, want %+v", st.System, want)
 	}
@@ -235,7 +252,7 @@ func TestSteadyFlow(t *testing.T) {
 func TestStopsAcking(t *testing.T) {
 	for _, hideAck := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lastAckKnown=%v", !hideAck), func(t *testing.T) {
-			w := newWorld(t, Config{})
+			w := newWorld(t, fixedStall(Config{}))
 			a := w.add("ORDERS", "a", "")
 			a.hideAck = hideAck
 			alive := true
@@ -325,7 +342,7 @@ func TestRedeliveriesAreNotAcks(t *testing.T) {
 		{"ack policy none", false, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			w := newWorld(t, Config{})
+			w := newWorld(t, fixedStall(Config{}))
 			a := w.add("ORDERS", "a", "")
 			a.ackNone = c.ackNone
 			hung := !c.ackedOnce
@@ -370,7 +387,7 @@ func TestRedeliveriesAreNotAcks(t *testing.T) {
 // A consumer with nothing to do is idle, not stalled, however long ago it
 // last acked.
 func TestIdleNeverStalled(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	w.add("QUIET", "idle", "")
 	for i := 1; i <= 30; i++ {
 		st := w.tick(nil)
@@ -388,7 +405,7 @@ func TestIdleNeverStalled(t *testing.T) {
 // A paused consumer's work waits by an operator's choice: it is never
 // stalled while paused, and once resumed a stall counts from the resume.
 func TestPausedNeverStalled(t *testing.T) {
-	w := newWorld(t, Config{StallAfter: 2 * time.Second})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "")
 	step := func() { w.publish("ORDERS", 10) }
 	w.tick(func() { step(); w.flow(a, 10) })
@@ -414,7 +431,7 @@ func TestPausedNeverStalled(t *testing.T) {
 // stalled until it has been watched for WarmUp, and then its stall is
 // counted from when watching began.
 func TestWarmUp(t *testing.T) {
-	w := newWorld(t, Config{StallAfter: 2 * time.Second, WarmUp: 3 * time.Second})
+	w := newWorld(t, fixedStall(Config{WarmUp: 3 * time.Second}))
 	a := w.add("ORDERS", "a", "")
 	a.pending = 50
 	for i := 0; i <= 5; i++ {
@@ -442,7 +459,7 @@ func TestWarmUp(t *testing.T) {
 // the stall clock restarts: a stalled node is not stalled again until it has
 // been watched for WarmUp, from then on. Baselines survive.
 func TestResetMovesStallClock(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "")
 	b := w.add("ORDERS", "b", "")
 	dead := false
@@ -503,7 +520,7 @@ func TestResetMovesStallClock(t *testing.T) {
 // A node that could not be read for a tick is listed unobserved, and when it
 // is read again its observation restarts; its window is kept.
 func TestUnobservedThenBack(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "")
 	b := w.add("ORDERS", "b", "")
 	step := func() {
@@ -570,7 +587,7 @@ func TestUnobservedThenBack(t *testing.T) {
 func TestConsumerRecreated(t *testing.T) {
 	for _, how := range []string{"created changed", "delivered went backwards"} {
 		t.Run(how, func(t *testing.T) {
-			w := newWorld(t, Config{})
+			w := newWorld(t, fixedStall(Config{}))
 			a := w.add("ORDERS", "a", "")
 			for range 10 {
 				w.tick(func() {
@@ -612,7 +629,7 @@ func TestConsumerRecreated(t *testing.T) {
 // A node that is neither read nor listed unobserved has left: it is listed
 // once, and if it comes back it is a new node.
 func TestLeftNodes(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "eu")
 	w.add("ORDERS", "b", "eu")
 	for range 5 {
@@ -653,7 +670,7 @@ func TestLeftNodes(t *testing.T) {
 // Group metrics: how many stalled, how close together they stopped, and
 // how the rest of the system fares.
 func TestGroups(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	var eu, us []*fakeConsumer
 	for i := range 3 {
 		eu = append(eu, w.add("ORDERS", fmt.Sprintf("eu-%d", i), "eu"))
@@ -675,16 +692,16 @@ func TestGroups(t *testing.T) {
 	// At t=12 the window is t=2..12: a node that acked until t=s acked
 	// (s-2)*10 messages over 10s; every node got 10 new messages a second.
 	g := groupOf(t, st, "eu")
-	want := Group{Name: "eu", Size: 3, Stalled: 3, StalledFraction: 1, Lagging: 3, LaggingFraction: 1,
+	want := Group{Name: "eu", Size: 3, Judged: 3, Stalled: 3, StalledFraction: 1, Lagging: 3, LaggingFraction: 1,
 		MessagesWaiting: 70 + 60 + 50, AckRate: 3 + 4 + 5, ArrivalRate: 30,
-		StallSpread: 2, OutsideNodes: 4, OutsideStalledFraction: 0.25}
+		StallSpread: 2, OutsideNodes: 4, OutsideJudged: 4, OutsideFlowing: 3, OutsideStalledFraction: 0.25}
 	if !sameGroup(*g, want) {
 		t.Errorf("eu = %+v\nwant %+v", *g, want)
 	}
 	g = groupOf(t, st, "us")
-	want = Group{Name: "us", Size: 3, Stalled: 1, StalledFraction: 1.0 / 3, Lagging: 1, LaggingFraction: 1.0 / 3,
+	want = Group{Name: "us", Size: 3, Judged: 3, Stalled: 1, StalledFraction: 1.0 / 3, Lagging: 1, LaggingFraction: 1.0 / 3,
 		MessagesWaiting: 60, AckRate: 4 + 10 + 10, ArrivalRate: 30,
-		StallSpread: 0, OutsideNodes: 4, OutsideStalledFraction: 0.75}
+		StallSpread: 0, OutsideNodes: 4, OutsideJudged: 4, OutsideFlowing: 1, OutsideStalledFraction: 0.75}
 	if !sameGroup(*g, want) {
 		t.Errorf("us = %+v\nwant %+v", *g, want)
 	}
@@ -726,7 +743,7 @@ func sameGroup(a, b Group) bool {
 // The system's publish rate baseline learns the usual rate, and stops
 // learning while most nodes lag, so an overload stays visible as a rise.
 func TestPublishBaselineFreezes(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	var cs []*fakeConsumer
 	for i := range 4 {
 		cs = append(cs, w.add("ORDERS", fmt.Sprintf("c%d", i), ""))
@@ -805,7 +822,7 @@ func TestNodeBaselineHalfLife(t *testing.T) {
 // A stream whose LastSeq went backwards was recreated: its rate restarts
 // rather than going negative or mixing the two.
 func TestStreamLastSeqReset(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	w.seq["S"] = 0
 	var st *State
 	for range 12 {
@@ -829,7 +846,7 @@ func TestStreamLastSeqReset(t *testing.T) {
 // Rates never go negative when a counter drops (messages removed from the
 // stream lower NumPending; the acked estimate dips when acks are pending).
 func TestClampedRates(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "")
 	w.publish("ORDERS", 100)
 	w.update()
@@ -900,12 +917,14 @@ func TestServerClockBackwards(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	got := NewTracker(Config{}).Config()
-	want := Config{Window: 10 * time.Second, StallAfter: 2 * time.Second, WarmUp: 3 * time.Second,
+	want := Config{Interval: time.Second, Window: 10 * time.Second, StallAfter: 10 * time.Second,
+		CadenceSpells: 4, CadenceHalfLife: 5 * time.Minute, FlapWindow: 5 * time.Minute, WarmUp: 3 * time.Second,
 		FailoverGrace: 10 * time.Second, LaggingSlope: 1, LaggingFloor: 10, BaselineHalfLife: time.Minute}
 	if got != want {
 		t.Errorf("defaults = %+v, want %+v", got, want)
 	}
-	custom := Config{Window: 5 * time.Second, StallAfter: time.Second, WarmUp: time.Second, FailoverGrace: 2 * time.Second,
+	custom := Config{Interval: 2 * time.Second, Window: 5 * time.Second, StallAfter: time.Second,
+		CadenceSpells: 2, CadenceHalfLife: time.Minute, FlapWindow: time.Minute, WarmUp: time.Second, FailoverGrace: 2 * time.Second,
 		LaggingSlope: 3, LaggingFloor: 1, BaselineHalfLife: time.Second}
 	if got := NewTracker(custom).Config(); got != custom {
 		t.Errorf("custom config became %+v", got)
@@ -947,7 +966,7 @@ func TestDeadNodeWarmsAfterRestart(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, Config{StallAfter: 2 * time.Second, WarmUp: 3 * time.Second})
+			w := newWorld(t, fixedStall(Config{WarmUp: 3 * time.Second}))
 			a := w.add("ORDERS", "a", "")
 			step := func() { w.publish("ORDERS", 10) }
 			var st *State
@@ -1021,7 +1040,7 @@ func TestFailoverGrace(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, tc.cfg)
+			w := newWorld(t, fixedStall(tc.cfg))
 			a := w.add("ORDERS", "a", "")
 			for i := 1; i <= 25; i++ {
 				st := w.tick(func() {
@@ -1063,7 +1082,7 @@ func TestFailoverGrace(t *testing.T) {
 // the same sample, the last one that found them idle, so a partition shows
 // a small spread even at a low publish rate.
 func TestQuietStreamStallsLineUp(t *testing.T) {
-	w := newWorld(t, Config{})
+	w := newWorld(t, fixedStall(Config{}))
 	a := w.add("ORDERS", "a", "eu")
 	b := w.add("ORDERS", "b", "eu")
 	a.hideAck, b.hideAck = true, true

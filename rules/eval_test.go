@@ -681,3 +681,76 @@ rules:
 		t.Fatalf("cooldowns %v left behind by nodes that left", e.cooldowns)
 	}
 }
+
+// A failure that held through its `for` during a cooldown is owed: it
+// fires when the cooldown ends, even if it has cleared by then, and
+// resolves at the next evaluation. A cooldown delays; it never swallows.
+func TestEvalCooldownNeverSwallows(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: lag
+    when: node.messagesWaiting > 10
+    cooldown: 10s
+    pattern: lag
+`))
+	for _, s := range []struct {
+		at, waiting int
+		want        string
+	}{
+		{0, 50, "fire lag n1"},
+		{1, 0, "resolve lag n1"},
+		{2, 50, ""}, // a second failure, in the cooldown
+		{3, 0, ""},  // over before the cooldown ends
+		{5, 0, ""},
+		{11, 0, "fire lag n1"}, // owed
+		{12, 0, "resolve lag n1"},
+		{13, 0, ""},
+		{30, 0, ""},
+	} {
+		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
+			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+		}
+	}
+}
+
+// System incidents nest: a warning system incident holds its nodes against
+// warning node rules (no bottleneck per node during an overload), but a
+// critical node rule still fires inside it, and the system incident stays
+// open meanwhile.
+func TestEvalSystemIncidentsNest(t *testing.T) {
+	e := NewEvaluator(mustSet(t, `
+version: 1
+name: t
+rules:
+  - name: overload
+    scope: system
+    when: system.laggingNodes >= 2
+    emit: system.down
+    pattern: overload
+    level: warning
+    priority: 40
+  - name: failure
+    when: node.stalled
+    pattern: node-failure
+    level: critical
+    priority: 20
+  - name: slow
+    when: node.lagging
+    pattern: bottleneck
+    level: warning
+    priority: 10
+`), seqIDs())
+	lag := func(id string) nodeSpec { return nodeSpec{id: id, lagging: true, waiting: 100} }
+	if got := transitions(e.Eval(at(0), flowState(lag("A"), lag("B"), lag("C")))); got != "fire overload" {
+		t.Fatalf("tick 0: %q, want only the overload", got)
+	}
+	dead := nodeSpec{id: "B", lagging: true, stalled: true, waiting: 100}
+	if got := transitions(e.Eval(at(1), flowState(lag("A"), dead, lag("C")))); got != "fire failure B" {
+		t.Fatalf("tick 1: %q, want B's failure inside the overload", got)
+	}
+	if got, want := activeNodes(e), "failure B; overload A,B,C"; got != want {
+		t.Fatalf("active %q, want %q", got, want)
+	}
+}

@@ -231,3 +231,25 @@ func TestIdleNodesAreNotJudged(t *testing.T) {
 		t.Fatalf("system = %+v, want 3 judged, 1 idle, 2/3 stalled", s)
 	}
 }
+
+// A stall seen on both sides of a gap in watching (the node unobserved, or
+// the engine blind) is one stall, not two: a dead node is not flapping.
+func TestStallAcrossGapIsOne(t *testing.T) {
+	w := newWorld(t, Config{})
+	a := w.add("ORDERS", "a", "")
+	var st *State
+	for i := 1; i <= 30; i++ {
+		if i == 15 {
+			w.tr.Reset()
+		}
+		st = w.tick(func() {
+			w.publish("ORDERS", 20)
+			if i <= 6 {
+				w.flow(a, 15)
+			}
+		})
+	}
+	if n := nodeOf(t, st, "ORDERS", "a"); !n.Stalled || n.RecentStalls != 1 {
+		t.Fatalf("stalled=%v recentStalls=%d, want one stall throughout", n.Stalled, n.RecentStalls)
+	}
+}

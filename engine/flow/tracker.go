@@ -596,7 +596,12 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 			ns.cad.heldValid = false
 		}
 	}
-	ns.stalls.note(n.Stalled, atNs, onset.UnixNano())
+	// A node that cannot be judged (warming after a gap, a failover or the
+	// engine's own blindness) neither begins nor ends a stall: a stall seen
+	// on both sides of the gap is one stall, not a flap.
+	if !n.Warming {
+		ns.stalls.note(n.Stalled, atNs, onset.UnixNano())
+	}
 	n.RecentStalls = ns.stalls.recent(atNs, cfg.FlapWindow)
 	n.SecondsSinceStall = ns.stalls.sinceStall(atNs, ns.observedSince)
 	n.Idle = isIdle(n.MessagesWaiting, at, progress, thr)

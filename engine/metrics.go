@@ -19,13 +19,13 @@ type metrics struct {
 	nodes         *prometheus.GaugeVec
 	system        *prometheus.GaugeVec
 
-	waiting, ackRate, deliveryRate, lagGrowth, stalled *prometheus.GaugeVec
-	perNode                                            map[flow.NodeKey]*nodeGauges
+	waiting, ackRate, deliveryRate, lagGrowth, stalled, stallThreshold *prometheus.GaugeVec
+	perNode                                                            map[flow.NodeKey]*nodeGauges
 }
 
 type nodeGauges struct {
-	waiting, ackRate, deliveryRate, lagGrowth, stalled prometheus.Gauge
-	id, group                                          string // label values, which metadata can change
+	waiting, ackRate, deliveryRate, lagGrowth, stalled, stallThreshold prometheus.Gauge
+	id, group                                                          string // label values, which metadata can change
 }
 
 var nodeLabels = []string{"stream", "consumer", "node", "group"}
@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "happen_blind", Help: "1 while the engine cannot sample JetStream.",
 		}),
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "happen_nodes", Help: "Nodes by state (observed, unobserved, stalled, lagging).",
+			Name: "happen_nodes", Help: "Nodes by state (observed, unobserved, idle, stalled, lagging).",
 		}, []string{"state"}),
 		system: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "happen_system", Help: "System flow metrics (messages_waiting, publish_rate, publish_rate_baseline, ack_rate).",
@@ -81,12 +81,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "happen_node_stalled", Help: "1 while a node has work waiting and makes no progress.",
 		}, nodeLabels),
+		stallThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "happen_node_stall_threshold_seconds",
+			Help: "How long a node may be silent while work waits before it is stalled, from its learned ack cadence.",
+		}, nodeLabels),
 		perNode: map[flow.NodeKey]*nodeGauges{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.samples, m.sampleSeconds, m.evaluations, m.ruleErrors, m.events,
 			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.nodes, m.system,
-			m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled)
+			m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold)
 	}
 	return m
 }
@@ -95,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // per node so a tick costs no label hashing; series of nodes that left are
 // deleted.
 func (m *metrics) observe(st *flow.State) {
-	var stalled, lagging int
+	var stalled, lagging, idle int
 	for i := range st.Nodes {
 		n := &st.Nodes[i]
 		g := m.perNode[n.Key]
@@ -108,7 +112,8 @@ func (m *metrics) observe(st *flow.State) {
 			g = &nodeGauges{
 				waiting: m.waiting.WithLabelValues(l...), ackRate: m.ackRate.WithLabelValues(l...),
 				deliveryRate: m.deliveryRate.WithLabelValues(l...), lagGrowth: m.lagGrowth.WithLabelValues(l...),
-				stalled: m.stalled.WithLabelValues(l...), id: n.ID, group: n.Group,
+				stalled: m.stalled.WithLabelValues(l...), stallThreshold: m.stallThreshold.WithLabelValues(l...),
+				id: n.ID, group: n.Group,
 			}
 			m.perNode[n.Key] = g
 		}
@@ -117,6 +122,10 @@ func (m *metrics) observe(st *flow.State) {
 		g.deliveryRate.Set(n.DeliveryRate)
 		g.lagGrowth.Set(n.LagGrowthRate)
 		g.stalled.Set(b2f(n.Stalled))
+		g.stallThreshold.Set(n.StallThreshold)
+		if n.Idle {
+			idle++
+		}
 		if n.Stalled {
 			stalled++
 		}
@@ -129,6 +138,7 @@ func (m *metrics) observe(st *flow.State) {
 	}
 	m.nodes.WithLabelValues("observed").Set(float64(len(st.Nodes)))
 	m.nodes.WithLabelValues("unobserved").Set(float64(len(st.Unobserved)))
+	m.nodes.WithLabelValues("idle").Set(float64(idle))
 	m.nodes.WithLabelValues("stalled").Set(float64(stalled))
 	m.nodes.WithLabelValues("lagging").Set(float64(lagging))
 	m.system.WithLabelValues("messages_waiting").Set(float64(st.System.MessagesWaiting))
@@ -143,7 +153,7 @@ func (m *metrics) forget(k flow.NodeKey) {
 	}
 	delete(m.perNode, k)
 	match := prometheus.Labels{"stream": k.Stream, "consumer": k.Consumer}
-	for _, v := range []*prometheus.GaugeVec{m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled} {
+	for _, v := range []*prometheus.GaugeVec{m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold} {
 		v.DeletePartialMatch(match)
 	}
 }

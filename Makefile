@@ -33,9 +33,10 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/
 
-## fuzz: the ruleset loader fuzz test (FUZZTIME=60s by default)
+## fuzz: the ruleset loader and rule-test series fuzz tests (FUZZTIME=60s each by default)
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./rules/
+	$(GO) test -run '^$$' -fuzz FuzzSeries -fuzztime $(or $(FUZZTIME),60s) ./rules/ruletest/
 
 ## proto: regenerate the plugin protocol's Go code from sdk/internal/pb/plugin.proto
 ## (the generated files are committed; builds and tests never need protoc)

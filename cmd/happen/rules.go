@@ -10,6 +10,7 @@ import (
 
 	"github.com/happen-dev/happen/engine/plugins"
 	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/rules/ruletest"
 	"github.com/spf13/cobra"
 )
 
@@ -67,7 +68,82 @@ is 1 when there is any.`,
 		},
 	}
 	check.Flags().StringVar(&pluginDir, "plugins", defaultPluginDir(), "folder of happen-plugin-* executables to check actions against")
-	cmd.AddCommand(check)
+	cmd.AddCommand(check, newRulesTestCmd())
+	return cmd
+}
+
+func newRulesTestCmd() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "test FILE...",
+		Short: "Run rule unit tests (sampled flow in, expected events out); exit 1 on a failure",
+		Long: `Run rule unit tests, as promtool test rules does for Prometheus. Each test
+file names rulesets and gives, per node, sampled JetStream state over time in
+promtool's series notation; the tests run it through the engine's own flow
+tracker and rule evaluator and compare the events emitted with the events
+expected. A folder stands for every *.yaml and *.yml file directly in it.
+
+One line is printed per test: ok, or FAIL followed by what was expected and
+not emitted, what was emitted and not expected, and everything emitted.
+A malformed test file is reported as file:line:col: message. The exit code
+is 1 when any test fails or any file is malformed.`,
+		Example: `  happen rules test rulesets/tests/
+
+  # node-failure.yaml
+  rules: [builtin]          # or ruleset files and folders, relative to this file
+  interval: 1s
+  tests:
+    - name: a node stops acking while its work keeps arriving
+      streams:
+        ORDERS: 0+20x40     # the stream's last sequence at each tick
+      nodes:
+        eu-1:               # crashes at 16s: nothing pulled, work piles up
+          group: eu
+          delivered:    0+20x15 300x24
+          pending:      0x15 20+20x24
+          waitingPulls: 1x15 0x24
+        eu-2: {group: eu, delivered: 0+20x40}   # acks all it gets
+        us-1: {group: us, delivered: 0+20x40}
+      expect:
+        - {at: 16s..25s, type: node.down, node: eu-1, pattern: node-failure, incident: a}`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			files, err := ruletest.Paths(args)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			failed, broken, passed := 0, 0, 0
+			for _, path := range files {
+				f, err := ruletest.Load(path)
+				if err != nil {
+					broken++
+					for _, line := range ruletest.Diagnostics(err) {
+						fmt.Fprintln(errOut, line)
+					}
+					continue
+				}
+				for _, r := range f.Run() {
+					if r.Passed() {
+						passed++
+						fmt.Fprintf(out, "ok   %s: %s (%d events)\n", r.Test.Pos, r.Test.Name, len(r.Events))
+						if verbose {
+							fmt.Fprint(out, r.Timeline())
+						}
+						continue
+					}
+					failed++
+					fmt.Fprintf(out, "FAIL %s: %s\n%s", r.Test.Pos, r.Test.Name, r.Report())
+				}
+			}
+			if failed > 0 || broken > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("rules test: %d passed, %d failed, %d files malformed", passed, failed, broken)}
+			}
+			fmt.Fprintf(out, "%d tests passed\n", passed)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print what every test emitted, passing ones too")
 	return cmd
 }
 

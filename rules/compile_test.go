@@ -333,7 +333,7 @@ func TestMatchDefault(t *testing.T) {
 	r := defaultRule(t, "node-failure")
 	var m vm.VM
 	stalled := nodeEnv(
-		snapshot.Node{ID: "orders-1", Stalled: true, LagGrowthRate: 12, MessagesWaiting: 300},
+		snapshot.Node{ID: "orders-1", Stalled: true, LagGrowthRate: 12, ArrivalRate: 12, MessagesWaiting: 300},
 		snapshot.Group{Name: "eu", Size: 3, Stalled: 1, StalledFraction: 1.0 / 3},
 		snapshot.System{Nodes: 6, StalledNodes: 1},
 	)

@@ -472,6 +472,12 @@ func (e *Evaluator) claimFor(a *alert, idx []int) {
 			e.claim(a, i)
 		}
 	}
+	if a.rule.Scope == ScopeSystem {
+		// It also holds the nodes that share its condition now (those that
+		// fell behind after it fired) against rules of its level, without
+		// making them its own: an overload is one event, however it spreads.
+		e.claimAll(a, idx)
+	}
 }
 
 func (e *Evaluator) nodeIndex(k snapshot.NodeKey) (int, bool) {

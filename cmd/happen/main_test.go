@@ -121,6 +121,66 @@ func TestRulesCheck(t *testing.T) {
 	}
 }
 
+func TestRulesTest(t *testing.T) {
+	dir := t.TempDir()
+	test := func(at string) string {
+		return `rules: [builtin]
+tests:
+  - name: one node stops consuming
+    streams:
+      ORDERS: 0+20x40
+    nodes:
+      eu-1:
+        group: eu
+        delivered:    0+20x15 300x24
+        pending:      0x15 20+20x24
+        waitingPulls: 1x15 0x24
+      eu-2: {group: eu, delivered: 0+20x40}
+      us-1: {group: us, delivered: 0+20x40}
+    expect:
+      - {at: ` + at + `, type: node.down, node: eu-1, pattern: node-failure, incident: a}
+`
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte(test("16s..25s")), 0o644)
+	out, errOut, code := run(t, nil, "rules", "test", good)
+	if code != 0 || !strings.Contains(out, "ok   "+good+":3:11: one node stops consuming") {
+		t.Fatalf("passing test: exit %d, %q %q", code, out, errOut)
+	}
+
+	// A wrong expectation: exit 1 and a diff that names the expectation's
+	// place and what was emitted instead.
+	failing := filepath.Join(dir, "failing.yaml")
+	os.WriteFile(failing, []byte(test("5s")), 0o644)
+	out, _, code = run(t, nil, "rules", "test", dir)
+	if code != 1 {
+		t.Fatalf("failing test: exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		"FAIL " + failing + ":3:11: one node stops consuming",
+		"expected, not emitted:\n    " + failing + ":15:9: at 5s: node.down node=eu-1 pattern=node-failure incident=a",
+		"emitted, not expected:\n    at 1",
+		"ok   " + good,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(test("16s"), "0+20x15 300x24", "0+20x15 300y24", 1)), 0o644)
+	_, errOut, code = run(t, nil, "rules", "test", good, bad)
+	if code != 1 || !strings.Contains(errOut, bad+":9:34: delivered: unexpected 'y'") {
+		t.Fatalf("malformed file: exit %d, stderr:\n%s", code, errOut)
+	}
+	if out, _, code := run(t, nil, "rules", "test", "--help"); code != 0 || !strings.Contains(out, "happen rules test rulesets/tests/") {
+		t.Fatalf("--help: exit %d\n%s", code, out)
+	}
+	if _, _, code := run(t, nil, "rules", "test", filepath.Join(dir, "missing.yaml")); code != 1 {
+		t.Fatalf("missing file: exit %d, want 1", code)
+	}
+}
+
 func TestEngineRefusesFaultyRules(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte(badRules), 0o644)
@@ -303,7 +363,7 @@ func TestEngineHotReload(t *testing.T) {
 	os.Rename(tmp, filepath.Join(dir, "extra.yaml"))
 	var rl events.RulesReloaded
 	waitType(events.TypeRulesReloaded, 1).Decode(&rl)
-	if rl.Rules != 10 || len(rl.Files) != 2 {
+	if n := 2 * strings.Count(string(rulesets.Default), "\n  - name: "); rl.Rules != n || len(rl.Files) != 2 {
 		t.Fatalf("rules.reloaded = %+v", rl)
 	}
 
@@ -374,8 +434,8 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	}
 
 	// The built-in rules, with the example plugin added to node-failure.
-	withExample := strings.Replace(string(rulesets.Default), "    priority: 20\n    cooldown: 30s\n    actions:\n",
-		"    priority: 20\n    cooldown: 30s\n    actions:\n      - plugin: incidents\n        with: { subject: ops.incidents }\n", 1)
+	withExample := strings.Replace(string(rulesets.Default), "    priority: 20\n    actions:\n",
+		"    priority: 20\n    actions:\n      - plugin: incidents\n        with: { subject: ops.incidents }\n", 1)
 	if withExample == string(rulesets.Default) {
 		t.Fatal("node-failure's actions not found in the built-in rules")
 	}

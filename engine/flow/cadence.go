@@ -28,12 +28,16 @@ type cadence struct {
 	// spells counts learned spells, saturating at CadenceSpells.
 	spells int
 
-	// The spell under way: the longest silence sampled in it (-1 when none
-	// was sampled) and the consumer sequence delivered when it was first
-	// sampled, which the ack floor must pass for a long spell to count.
-	cur       float64
-	curDeliv  uint64
-	curActive bool
+	// The spell under way: the longest silence sampled in it, the consumer
+	// sequence delivered when it was first sampled, whether the node held
+	// fresh messages then (delivered after its last ack, not yet acked),
+	// and whether it was present (asking for messages: an open pull
+	// request, or a bound push subscriber) at any sample of it.
+	cur        float64
+	curDeliv   uint64
+	curHeld    bool
+	curPresent bool
+	curActive  bool
 	// A long spell that ended before the ack floor caught up waits here: it
 	// is learned once the node has finished what it held when it went
 	// quiet, and dropped if a stall begins first.
@@ -61,35 +65,38 @@ func (c *cadence) learn(spell float64, at int64, cfg *Config) {
 func (c *cadence) learned(cfg *Config) bool { return c.spells >= cfg.CadenceSpells }
 
 // endSpell closes the spell under way when the node made progress. A spell
-// no longer than twice the threshold in force is the node's rhythm
-// widening and is learned at once. A longer one is learned only once the
-// ack floor passes what the node had been delivered when it went quiet: a
-// node that paused (GC, a flush, a batch) finishes the messages it held,
-// while one that crashed and came back leaves them stranded until AckWait
-// redelivers them, and its outage must not become its normal.
+// no longer than the threshold in force was no stall and is learned at
+// once. A longer one is learned only with evidence that the node was there
+// all along: it kept asking for messages (a pause, a slow batch), or it
+// held messages when it went quiet and has finished them since (a fetch
+// loop acking a batch at its end, a client whose buffer was full). A node
+// that crashed and came back shows neither: its pull requests died with its
+// connection, and what it held stays stranded until AckWait redelivers it.
+// Its outage must not become its normal, or the next crash goes unseen.
 func (c *cadence) endSpell(at int64, threshold float64, ackFloor uint64, cfg *Config) {
 	spell := 0.0
 	if c.curActive {
 		spell = c.cur
 	}
 	switch {
-	case spell <= 2*threshold:
+	case spell <= threshold || c.curPresent:
 		c.learn(spell, at, cfg)
-	case ackFloor >= c.curDeliv:
+	case c.curHeld && ackFloor >= c.curDeliv:
 		c.learn(spell, at, cfg)
-	default:
+	case c.curHeld:
 		c.held, c.heldNeed, c.heldValid = spell, c.curDeliv, true
 	}
 	c.curActive = false
 }
 
 // sample records the silence seen at one sample with work waiting.
-func (c *cadence) sample(silence float64, delivered uint64) {
+func (c *cadence) sample(silence float64, delivered uint64, held, present bool) {
 	if !c.curActive {
-		c.cur, c.curDeliv, c.curActive = silence, delivered, true
+		c.cur, c.curDeliv, c.curHeld, c.curPresent, c.curActive = silence, delivered, held, present, true
 		return
 	}
 	c.cur = max(c.cur, silence)
+	c.curPresent = c.curPresent || present
 }
 
 // settle learns a held spell once the ack floor has caught up.
@@ -104,20 +111,27 @@ func (c *cadence) settle(at int64, ackFloor uint64, cfg *Config) {
 // waits before it is stalled: twice its learned cadence (the measured spell
 // falls short of the truth by up to an interval, and a rhythm jitters), but
 // never under one interval, which is as fine as sampling can see, nor over
-// the cap. Before the cadence is learned, the cautious prior.
+// the cap. Before the cadence is learned, the cautious prior at least.
+//
+// A node that is present (it keeps a pull request open, or a subscriber on
+// its push subject) while silent is alive but not acking: a pause, a slow
+// batch, or a stuck handler. It gets the prior at least, as a pause it has
+// never shown is more likely than a handler stuck for good; a node that is
+// absent (its client is gone) gets its own cadence alone, so a crash or a
+// cut link is seen within an interval or two.
 //
 // The cap is the consumer's AckWait where known: a message held longer is
 // redelivered, so no healthy rhythm is slower. Without one, JetStream's
 // default AckWait of 30s.
-func stallThreshold(learnedMax float64, learned bool, prior, floor, ackWait time.Duration) float64 {
+func stallThreshold(learnedMax float64, learned, present bool, prior, floor, ackWait time.Duration) float64 {
 	capD := ackWait
 	if capD <= 0 {
 		capD = 30 * time.Second
 	}
 	lo, hi := floor.Seconds(), max(capD.Seconds(), floor.Seconds())
-	v := prior.Seconds()
-	if learned {
-		v = 2 * learnedMax
+	v := 2 * learnedMax
+	if !learned || present {
+		v = max(v, prior.Seconds())
 	}
 	return min(max(v, lo), hi)
 }

@@ -11,21 +11,26 @@ func TestStallThreshold(t *testing.T) {
 		name       string
 		learnedMax float64
 		learned    bool
+		present    bool
 		prior      time.Duration
 		floor      time.Duration
 		ackWait    time.Duration
 		want       float64
 	}{
-		{"unlearned: the prior", 0, false, 10 * s, s, 0, 10},
-		{"unlearned: the prior, capped by AckWait", 0, false, 10 * s, s, 5 * s, 5},
-		{"busy node: the floor of one interval", 0.05, true, 10 * s, s, 0, 1},
-		{"batch acker: twice its longest spell", 4.5, true, 10 * s, s, 0, 9},
-		{"a spell past the default AckWait is capped at 30s", 40, true, 10 * s, s, 0, 30},
-		{"a long AckWait lets a slow rhythm be", 40, true, 10 * s, s, time.Minute, 60},
-		{"AckWait under the floor: the floor", 0.05, true, 10 * s, 2 * s, time.Second, 2},
+		{"unlearned: the prior", 0, false, false, 10 * s, s, 0, 10},
+		{"unlearned: the prior, capped by AckWait", 0, false, false, 10 * s, s, 5 * s, 5},
+		{"unlearned, yet a slower rhythm already seen", 7, false, false, 10 * s, s, 0, 14},
+		{"busy node gone: the floor of one interval", 0.05, true, false, 10 * s, s, 0, 1},
+		{"busy node still asking for messages: the prior", 0.05, true, true, 10 * s, s, 0, 10},
+		{"still asking, with a stuck handler's short AckWait", 0.05, true, true, 10 * s, s, time.Second, 1},
+		{"batch acker: twice its longest spell", 4.5, true, false, 10 * s, s, 0, 9},
+		{"slow batch acker asking: its own cadence beyond the prior", 8, true, true, 10 * s, s, 0, 16},
+		{"a spell past the default AckWait is capped at 30s", 40, true, false, 10 * s, s, 0, 30},
+		{"a long AckWait lets a slow rhythm be", 40, true, false, 10 * s, s, time.Minute, 60},
+		{"AckWait under the floor: the floor", 0.05, true, false, 10 * s, 2 * s, time.Second, 2},
 	}
 	for _, tc := range tests {
-		if got := stallThreshold(tc.learnedMax, tc.learned, tc.prior, tc.floor, tc.ackWait); !near(got, tc.want) {
+		if got := stallThreshold(tc.learnedMax, tc.learned, tc.present, tc.prior, tc.floor, tc.ackWait); !near(got, tc.want) {
 			t.Errorf("%s: stallThreshold = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -120,32 +125,44 @@ func TestBatchAckerIsNotStalled(t *testing.T) {
 }
 
 // A node that pauses now and then (GC, a flush) and then finishes what it
-// held is stalled the first time, as nothing it had shown said it pauses;
-// the pause is learned, and the next one is no stall.
+// held is stalled the first time if it was gone meanwhile (no pull request
+// open: its client's buffer was full), as nothing it had shown said it
+// pauses; the pause is learned, and the next one is no stall. One that kept
+// asking for messages throughout is given the cautious prior even the
+// first time.
 func TestPauseIsLearned(t *testing.T) {
-	w := newWorld(t, Config{})
-	a := w.add("ORDERS", "a", "")
-	paused := func(i int) bool { return (i >= 10 && i < 13) || (i >= 30 && i < 33) }
-	stalledAt := map[int]bool{}
-	for i := 1; i <= 40; i++ {
-		st := w.tick(func() {
-			w.publish("ORDERS", 20)
-			a.deliver(20)
-			if !paused(i) {
-				a.ack(a.ackPending-5, w.now) // finishes all it held but the newest few
+	for _, present := range []bool{false, true} {
+		t.Run(map[bool]string{false: "buffer full", true: "still asking"}[present], func(t *testing.T) {
+			w := newWorld(t, Config{})
+			a := w.add("ORDERS", "a", "")
+			paused := func(i int) bool { return (i >= 10 && i < 13) || (i >= 30 && i < 33) }
+			stalledAt := map[int]bool{}
+			for i := 1; i <= 40; i++ {
+				st := w.tick(func() {
+					w.publish("ORDERS", 20)
+					a.deliver(20)
+					a.lastDelivery = w.now
+					a.waiting = 0
+					if !paused(i) || present {
+						a.waiting = 1
+					}
+					if !paused(i) {
+						a.ack(a.ackPending-5, w.now) // all it held but the newest few
+					}
+				})
+				if nodeOf(t, st, "ORDERS", "a").Stalled {
+					stalledAt[i] = true
+				}
+			}
+			if first := stalledAt[11] || stalledAt[12]; first == present {
+				t.Errorf("first, unforeseen pause stalled=%v, want %v: %v", first, !present, stalledAt)
+			}
+			for i := 30; i <= 34; i++ {
+				if stalledAt[i] {
+					t.Errorf("t=%d: stalled during a pause like one already seen", i)
+				}
 			}
 		})
-		if nodeOf(t, st, "ORDERS", "a").Stalled {
-			stalledAt[i] = true
-		}
-	}
-	if !stalledAt[11] && !stalledAt[12] {
-		t.Errorf("the first, unforeseen pause was no stall: %v", stalledAt)
-	}
-	for i := 30; i <= 34; i++ {
-		if stalledAt[i] {
-			t.Errorf("t=%d: stalled during a pause like one already seen", i)
-		}
 	}
 }
 
@@ -167,6 +184,7 @@ func TestCrashIsNotLearned(t *testing.T) {
 				// It took a batch just before dying and never acks it.
 				if i == 10 || i == 25 {
 					a.deliver(20)
+					a.lastDelivery = w.now
 				}
 				if i == 10 { // the first stranded message holds the floor
 					a.floor = a.delivered - a.ackPending
@@ -175,6 +193,7 @@ func TestCrashIsNotLearned(t *testing.T) {
 				// The new client acks what it takes; the old batch stays
 				// stranded below the floor.
 				a.deliver(20)
+				a.lastDelivery = w.now
 				stranded := uint64(0)
 				if i >= 14 {
 					stranded = 20

@@ -242,13 +242,47 @@ func isStalled(waiting int, at, onset, warmUntil time.Time, threshold float64) b
 	return waiting > 0 && at.Sub(onset).Seconds() >= threshold && !isWarming(at, warmUntil)
 }
 
-// isLagging is the Lagging rule: enough work is waiting, it grew over the
-// window and it is still growing over the last two steps. The floor keeps a
-// handful of in-flight messages from counting; the slope keeps a deep but
-// shrinking backlog from counting; the recent growth keeps a burst being
-// drained from counting while its step is still inside the window.
-func isLagging(waiting int, growth, recent float64, floor int, minGrowth float64) bool {
-	return waiting >= floor && growth >= minGrowth && recent > 0
+// isLagging is the Lagging rule: more work has been waiting throughout the
+// node's own cadence (its lag floor) than the allowance, it grew over the
+// window and it is still growing over the last two steps. The allowance is
+// about one interval's arrivals (at least a handful of messages): what a
+// node that keeps up can have waiting just after its acks, so in-flight
+// messages and the backlog a batch acker builds and clears every cadence,
+// however sampling falls on its sawtooth, do not count. The slope keeps a deep but shrinking backlog from counting; the
+// recent growth keeps a burst being drained from counting while its step
+// is still inside the window.
+func isLagging(lagFloor int, growth, recent, allowance, minGrowth float64) bool {
+	return float64(lagFloor) >= allowance && growth >= minGrowth && recent > 0
+}
+
+// cadenceSpan is how far back the lag floor looks: the node's learned
+// cadence plus two intervals. The learned cadence is a sampled silence,
+// short of the true one by up to an interval, so the span holds a whole
+// cadence and one interval more: at least one sample falls within an
+// interval after one of its acks, however sampling lines up with its
+// rhythm. For a busy node, the last three samples.
+func cadenceSpan(learnedMax float64, interval time.Duration) int64 {
+	return int64(learnedMax*1e9) + 2*int64(interval)
+}
+
+// lagFloor is the LagFloor rule: the least MessagesWaiting among the
+// samples within span of the newest (at least the last two). A node that
+// keeps up clears its backlog at least once per cadence; one that falls
+// behind never gets below it.
+func lagFloor(w []point, span int64) int {
+	n := len(w)
+	if n == 0 {
+		return 0
+	}
+	least := w[n-1].waiting
+	cut := w[n-1].at - span
+	for i := n - 2; i >= 0; i-- {
+		least = min(least, w[i].waiting)
+		if w[i].at <= cut {
+			break
+		}
+	}
+	return int(least)
 }
 
 // recentGrowth is how much MessagesWaiting rose over the last two steps of

@@ -242,11 +242,46 @@ func TestIsLagging(t *testing.T) {
 		{"6: growing too slowly", 1000, 0.99, 2, false},
 		{"7: a burst being drained: the window still rises, the last steps fall", 400, 20, -30, false},
 		{"8: flat over the last steps", 400, 20, 0, false},
+		{"9: within what one cadence of arrivals explains", 300, 20, 40, false},
 	}
 	for _, tc := range tests {
-		if got := isLagging(tc.waiting, tc.growth, tc.recent, 10, 1); got != tc.want {
+		allowance := 10.0
+		if tc.name[0] == '9' {
+			allowance = 360 // 180/s arriving, acked every 2s
+		}
+		if got := isLagging(tc.waiting, tc.growth, tc.recent, allowance, 1); got != tc.want {
 			t.Errorf("%s: isLagging(%d, %v) = %v, want %v", tc.name, tc.waiting, tc.growth, got, tc.want)
 		}
+	}
+}
+
+func TestLagFloor(t *testing.T) {
+	pts := func(ws ...float64) []point {
+		out := make([]point, len(ws))
+		for i, w := range ws {
+			out[i] = point{at: int64(i) * 1e9, waiting: w}
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		w    []point
+		span int64
+		want int
+	}{
+		{"empty", nil, 1e9, 0},
+		{"one sample", pts(7), 1e9, 7},
+		{"busy node: the last two samples", pts(0, 50, 60, 70), 1e9, 60},
+		{"a batch acker's sawtooth over its cadence", pts(80, 10, 40, 80, 5, 40, 90), 4e9, 5},
+		{"a span beyond the window: the whole window", pts(3, 50, 60), 60e9, 3},
+	}
+	for _, tc := range tests {
+		if got := lagFloor(tc.w, tc.span); got != tc.want {
+			t.Errorf("%s: lagFloor = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if got := cadenceSpan(2, time.Second); got != 4e9 {
+		t.Errorf("cadenceSpan(2s, 1s) = %v, want 4s", time.Duration(got))
 	}
 }
 

@@ -143,7 +143,10 @@ type Tracker struct {
 
 	pubBaseline    float64
 	pubBaselineSet bool
-	prevTick       time.Time
+	// arrBaseline is the slow baseline of the system's arrival rate,
+	// learning under the same rule as pubBaseline.
+	arrBaseline float64
+	prevTick    time.Time
 }
 
 // nodeState is what the Tracker remembers of one node between updates.
@@ -308,11 +311,14 @@ func (t *Tracker) Update(s Snapshot) *State {
 		if t.prevTick.IsZero() {
 			dt = 0
 		}
-		t.pubBaseline = ewma(t.pubBaseline, pubRate, ewmaAlpha(dt, t.cfg.BaselineHalfLife), t.pubBaselineSet)
+		alpha := ewmaAlpha(dt, t.cfg.BaselineHalfLife)
+		t.pubBaseline = ewma(t.pubBaseline, pubRate, alpha, t.pubBaselineSet)
+		t.arrBaseline = ewma(t.arrBaseline, st.System.ArrivalRate, alpha, t.pubBaselineSet)
 		t.pubBaselineSet = true
 	}
 	t.prevTick = s.At
 	st.System.PublishRateBaseline = t.pubBaseline
+	st.System.ArrivalRateBaseline = t.arrBaseline
 	return st
 }
 
@@ -572,10 +578,14 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	ns.cad.settle(atNs, c.AckFloor, cfg)
 	learnedMax := ns.cad.decayed(atNs, cfg.CadenceHalfLife)
 	learned := ns.cad.learned(cfg)
-	thr := stallThreshold(learnedMax, learned, cfg.StallAfter, cfg.Interval, c.AckWait)
+	present := c.NumWaiting > 0 || c.PushBound
+	thr := stallThreshold(learnedMax, learned, present, cfg.StallAfter, cfg.Interval, c.AckWait)
 	ns.threshold = thr
 	if n.MessagesWaiting > 0 && !c.Paused {
-		ns.cad.sample(nonNegSeconds(at.Sub(onset)), c.Delivered)
+		// It holds fresh work when something was delivered to it after its
+		// last ack: messages stranded by an earlier crash are not its own.
+		held := c.NumAckPending > 0 && c.LastDelivery.After(c.LastAck)
+		ns.cad.sample(nonNegSeconds(at.Sub(onset)), c.Delivered, held, present)
 	}
 
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
@@ -605,7 +615,13 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	n.RecentStalls = ns.stalls.recent(atNs, cfg.FlapWindow)
 	n.SecondsSinceStall = ns.stalls.sinceStall(atNs, ns.observedSince)
 	n.Idle = isIdle(n.MessagesWaiting, at, progress, thr)
-	n.Lagging = isLagging(n.MessagesWaiting, n.LagGrowthRate, recentGrowth(w), t.cfg.LaggingFloor, t.cfg.LaggingSlope)
+	n.LagFloor = lagFloor(w, cadenceSpan(learnedMax, cfg.Interval))
+	// Within that span a sample falls less than one interval after one of
+	// the node's acks, when no more than an interval's arrivals wait if it
+	// keeps up; half as much again covers sample jitter and a rate that
+	// moved within the window.
+	allowance := max(float64(t.cfg.LaggingFloor), 1.5*n.ArrivalRate*cfg.Interval.Seconds())
+	n.Lagging = isLagging(n.LagFloor, n.LagGrowthRate, recentGrowth(w), allowance, t.cfg.LaggingSlope)
 	n.FallingBehind = n.Lagging && !n.Stalled && n.AckRate > 0
 }
 

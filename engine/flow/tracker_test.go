@@ -29,6 +29,8 @@ type fakeConsumer struct {
 	// floor, when set, is the ack floor reported instead of delivered -
 	// ackPending: messages stranded below it were never acked.
 	floor uint64
+	// waiting is the number of open pull requests it reports.
+	waiting uint64
 }
 
 func (c *fakeConsumer) deliver(n uint64) {
@@ -68,6 +70,7 @@ func (c *fakeConsumer) sample(at time.Time) ConsumerSample {
 	if c.floor != 0 {
 		s.AckFloor = c.floor
 	}
+	s.NumWaiting = c.waiting
 	return s
 }
 
@@ -232,7 +235,7 @@ func TestSteadyFlow(t *testing.T) {
 	}
 	want := System{Nodes: 3, JudgedNodes: 3, MessagesWaiting: 5 + 5 + 2, Groups: 2, Streams: 2,
 		PublishRate: st.System.PublishRate, PublishRateBaseline: st.System.PublishRateBaseline, AckRate: st.System.AckRate,
-		ArrivalRate: st.System.ArrivalRate}
+		ArrivalRate: st.System.ArrivalRate, ArrivalRateBaseline: st.System.ArrivalRateBaseline}
 	if st.System != want {
 		t.Errorf("system = %+v, want %+v", st.System, want)
 	}

@@ -61,6 +61,11 @@ type Node struct {
 	// and no progress within its stall threshold. An idle node is neither
 	// healthy nor failed; group and system fractions leave it out.
 	Idle bool `expr:"idle" json:"idle"`
+	// LagFloor is the least MessagesWaiting over the node's own cadence
+	// (twice its learned cadence plus an interval, within the window): what
+	// stays waiting even after its acks. It rises only when the node falls
+	// behind; a batch acker's sawtooth keeps it low.
+	LagFloor int `expr:"lagFloor" json:"lagFloor"`
 	// FallingBehind is true for a node that lags while it still acks: short
 	// of capacity, not stopped.
 	FallingBehind bool `expr:"fallingBehind" json:"fallingBehind"`
@@ -132,8 +137,11 @@ type System struct {
 	PublishRateBaseline   float64 `expr:"publishRateBaseline" json:"publishRateBaseline"` // slow EWMA, frozen while most nodes lag
 	AckRate               float64 `expr:"ackRate" json:"ackRate"`
 	ArrivalRate           float64 `expr:"arrivalRate" json:"arrivalRate"` // new work for all nodes, msgs/s
-	Groups                int     `expr:"groups" json:"groups"`
-	Streams               int     `expr:"streams" json:"streams"`
+	// ArrivalRateBaseline is a slow EWMA of ArrivalRate, frozen like
+	// PublishRateBaseline while most nodes lag.
+	ArrivalRateBaseline float64 `expr:"arrivalRateBaseline" json:"arrivalRateBaseline"`
+	Groups              int     `expr:"groups" json:"groups"`
+	Streams             int     `expr:"streams" json:"streams"`
 }
 
 // State is the outcome of one Tracker update.

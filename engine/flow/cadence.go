@@ -32,8 +32,9 @@ type cadence struct {
 	// sequence delivered when it was first sampled, whether the node held
 	// fresh messages then (delivered after its last ack, not yet acked),
 	// and whether it was present (asking for messages: an open pull
-	// request, or a bound push subscriber) at any sample of it.
+	// request, or a bound push subscriber) at every sample of it.
 	cur        float64
+	curThr     float64 // the lowest stall threshold in force during it
 	curDeliv   uint64
 	curHeld    bool
 	curPresent bool
@@ -65,21 +66,23 @@ func (c *cadence) learn(spell float64, at int64, cfg *Config) {
 func (c *cadence) learned(cfg *Config) bool { return c.spells >= cfg.CadenceSpells }
 
 // endSpell closes the spell under way when the node made progress. A spell
-// no longer than the threshold in force was no stall and is learned at
-// once. A longer one is learned only with evidence that the node was there
-// all along: it kept asking for messages (a pause, a slow batch), or it
+// no longer than the threshold in force throughout it (the lowest: a client
+// back from a crash is present, which raises it at the end) was no stall
+// and is learned at once. A longer one is learned only with evidence that the node was there
+// all along: it kept asking for messages throughout (a pause, a slow
+// batch), or it
 // held messages when it went quiet and has finished them since (a fetch
 // loop acking a batch at its end, a client whose buffer was full). A node
 // that crashed and came back shows neither: its pull requests died with its
 // connection, and what it held stays stranded until AckWait redelivers it.
 // Its outage must not become its normal, or the next crash goes unseen.
-func (c *cadence) endSpell(at int64, threshold float64, ackFloor uint64, cfg *Config) {
+func (c *cadence) endSpell(at int64, ackFloor uint64, cfg *Config) {
 	spell := 0.0
 	if c.curActive {
 		spell = c.cur
 	}
 	switch {
-	case spell <= threshold || c.curPresent:
+	case spell <= c.curThr || c.curPresent:
 		c.learn(spell, at, cfg)
 	case c.curHeld && ackFloor >= c.curDeliv:
 		c.learn(spell, at, cfg)
@@ -90,13 +93,16 @@ func (c *cadence) endSpell(at int64, threshold float64, ackFloor uint64, cfg *Co
 }
 
 // sample records the silence seen at one sample with work waiting.
-func (c *cadence) sample(silence float64, delivered uint64, held, present bool) {
+func (c *cadence) sample(silence, threshold float64, delivered uint64, held, present bool) {
 	if !c.curActive {
-		c.cur, c.curDeliv, c.curHeld, c.curPresent, c.curActive = silence, delivered, held, present, true
+		c.cur, c.curThr, c.curDeliv, c.curHeld, c.curPresent, c.curActive = silence, threshold, delivered, held, present, true
 		return
 	}
 	c.cur = max(c.cur, silence)
-	c.curPresent = c.curPresent || present
+	c.curThr = min(c.curThr, threshold)
+	// Present throughout: a client that comes back after a crash is present
+	// at the last samples of its outage, not at the first.
+	c.curPresent = c.curPresent && present
 }
 
 // settle learns a held spell once the ack floor has caught up.

@@ -168,6 +168,15 @@ func ewmaAlpha(dt, halfLife time.Duration) float64 {
 	return 1 - math.Exp(-math.Ln2*dt.Seconds()/halfLife.Seconds())
 }
 
+// baselineHalfLife is the half-life of a baseline that has learned for
+// age: half its age, up to the configured one. A baseline cannot remember
+// more than it has seen: with the full half-life from the start, its first
+// value (a rate over a window not yet full, or a moment of unusual load)
+// would weigh on it for minutes.
+func baselineHalfLife(age, halfLife time.Duration) time.Duration {
+	return min(max(age/2, time.Nanosecond), halfLife)
+}
+
 // ewma is the baseline rule (AckRateBaseline, ArrivalRateBaseline,
 // PublishRateBaseline): the first value initialises the baseline, each later
 // one moves it by alpha.
@@ -244,15 +253,29 @@ func isStalled(waiting int, at, onset, warmUntil time.Time, threshold float64) b
 
 // isLagging is the Lagging rule: more work has been waiting throughout the
 // node's own cadence (its lag floor) than the allowance, it grew over the
-// window and it is still growing over the last two steps. The allowance is
-// about one interval's arrivals (at least a handful of messages): what a
-// node that keeps up can have waiting just after its acks, so in-flight
-// messages and the backlog a batch acker builds and clears every cadence,
-// however sampling falls on its sawtooth, do not count. The slope keeps a deep but shrinking backlog from counting; the
-// recent growth keeps a burst being drained from counting while its step
+// window by at least minGrowth and it is not shrinking over the last two
+// steps. The allowance is about one interval's arrivals (at least a
+// handful of messages): what a node that keeps up can have waiting just
+// after its acks, so in-flight messages and the backlog a batch acker
+// builds and clears every cadence, however sampling falls on its sawtooth,
+// do not count. The slope keeps a deep but shrinking backlog from counting;
+// the last steps keep a burst being drained from counting while its step
 // is still inside the window.
-func isLagging(lagFloor int, growth, recent, allowance, minGrowth float64) bool {
-	return float64(lagFloor) >= allowance && growth >= minGrowth && recent > 0
+//
+// Once lagging, a node stays so while its floor holds above the allowance,
+// the window still grows at all and the last two steps did not shrink it
+// by more than a wobble (one interval's arrivals, given as wobble): a slow
+// node's lag moves by whole messages against noisy arrivals, and a rule's
+// `for` must not start over at every wobble, while a backlog being drained
+// shrinks by more.
+func isLagging(lagFloor int, growth, recent, allowance, wobble, minGrowth float64, was bool) bool {
+	if float64(lagFloor) < allowance {
+		return false
+	}
+	if was {
+		return growth > 0 && recent >= -wobble
+	}
+	return growth >= minGrowth && recent >= 0
 }
 
 // cadenceSpan is how far back the lag floor looks: the node's learned

@@ -241,7 +241,7 @@ func TestIsLagging(t *testing.T) {
 		{"5: deep but flat", 1000, 0, 0, false},
 		{"6: growing too slowly", 1000, 0.99, 2, false},
 		{"7: a burst being drained: the window still rises, the last steps fall", 400, 20, -30, false},
-		{"8: flat over the last steps", 400, 20, 0, false},
+		{"8: flat over the last steps: a slow node's lag moves by whole messages", 400, 20, 0, true},
 		{"9: within what one cadence of arrivals explains", 300, 20, 40, false},
 	}
 	for _, tc := range tests {
@@ -249,8 +249,44 @@ func TestIsLagging(t *testing.T) {
 		if tc.name[0] == '9' {
 			allowance = 360 // 180/s arriving, acked every 2s
 		}
-		if got := isLagging(tc.waiting, tc.growth, tc.recent, allowance, 1); got != tc.want {
+		if got := isLagging(tc.waiting, tc.growth, tc.recent, allowance, 10, 1, false); got != tc.want {
 			t.Errorf("%s: isLagging(%d, %v) = %v, want %v", tc.name, tc.waiting, tc.growth, got, tc.want)
+		}
+	}
+}
+
+// Once lagging, a node stays so through a wobble: a flat or slightly
+// falling step, a slope under the entry one; not once the floor drops under
+// the allowance or the window stops growing.
+func TestIsLaggingHysteresis(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		floor     int
+		growth    float64
+		recent    float64
+		was, want bool
+	}{
+		{"a wobble keeps it", 40, 0.7, -2, true, true},
+		{"the same wobble does not start it", 40, 0.7, -2, false, false},
+		{"window no longer growing ends it", 40, 0, 3, true, false},
+		{"floor under the allowance ends it", 5, 3, 3, true, false},
+		{"a backlog being drained ends it", 400, 20, -160, true, false},
+	} {
+		if got := isLagging(tc.floor, tc.growth, tc.recent, 10, 10, 1, tc.was); got != tc.want {
+			t.Errorf("%s: isLagging = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestBaselineHalfLife(t *testing.T) {
+	for _, tc := range []struct{ age, want time.Duration }{
+		{0, time.Nanosecond},
+		{10 * time.Second, 5 * time.Second},
+		{2 * time.Minute, time.Minute},
+		{time.Hour, time.Minute},
+	} {
+		if got := baselineHalfLife(tc.age, time.Minute); got != tc.want {
+			t.Errorf("baselineHalfLife(%v) = %v, want %v", tc.age, got, tc.want)
 		}
 	}
 }

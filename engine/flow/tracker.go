@@ -138,15 +138,17 @@ type Tracker struct {
 
 	unobservedStreams map[string]struct{} // scratch, refilled each update
 
-	alphaDt  time.Duration // last dt given to alpha, and its result
+	alphaDt  time.Duration // last dt and half-life given to alpha, and its result
+	alphaHL  time.Duration
 	alphaVal float64
 
 	pubBaseline    float64
 	pubBaselineSet bool
 	// arrBaseline is the slow baseline of the system's arrival rate,
 	// learning under the same rule as pubBaseline.
-	arrBaseline float64
-	prevTick    time.Time
+	arrBaseline  float64
+	baselineFrom time.Time // when the system's baselines began learning
+	prevTick     time.Time
 }
 
 // nodeState is what the Tracker remembers of one node between updates.
@@ -172,9 +174,9 @@ type nodeState struct {
 	created       time.Time
 	lastDelivered uint64
 
-	cad       cadence // the node's learned ack cadence
-	threshold float64 // its stall threshold at the last sample, seconds
-	stalls    stalls  // its recent stall episodes
+	lagging bool    // Lagging at the last sample, for its hysteresis
+	cad     cadence // the node's learned ack cadence
+	stalls  stalls  // its recent stall episodes
 
 	// The newest sample's time, cumulative counts and raw counters, for the
 	// next step; valid while the window is not empty. Kept here, beside the
@@ -191,6 +193,7 @@ type nodeState struct {
 
 	ackBaseline, arrivalBaseline float64
 	baselineSet                  bool
+	baselineFrom                 int64 // when its baselines began learning, Unix nanoseconds
 
 	stream    *streamState // cached lookup of key.Stream
 	groupName string       // cached lookup of the group slot
@@ -311,7 +314,10 @@ func (t *Tracker) Update(s Snapshot) *State {
 		if t.prevTick.IsZero() {
 			dt = 0
 		}
-		alpha := ewmaAlpha(dt, t.cfg.BaselineHalfLife)
+		if !t.pubBaselineSet {
+			t.baselineFrom = s.At
+		}
+		alpha := ewmaAlpha(dt, baselineHalfLife(s.At.Sub(t.baselineFrom), t.cfg.BaselineHalfLife))
 		t.pubBaseline = ewma(t.pubBaseline, pubRate, alpha, t.pubBaselineSet)
 		t.arrBaseline = ewma(t.arrBaseline, st.System.ArrivalRate, alpha, t.pubBaselineSet)
 		t.pubBaselineSet = true
@@ -548,7 +554,10 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	// Baselines learn only from rates that exist: a node's first sample
 	// has none, and a zero from it would drag the baseline down.
 	if span > 0 {
-		alpha := t.alpha(dt)
+		if !ns.baselineSet {
+			ns.baselineFrom = atNs
+		}
+		alpha := t.alpha(dt, time.Duration(atNs-ns.baselineFrom))
 		ns.ackBaseline = ewma(ns.ackBaseline, n.AckRate, alpha, ns.baselineSet)
 		ns.arrivalBaseline = ewma(ns.arrivalBaseline, n.ArrivalRate, alpha, ns.baselineSet)
 		ns.baselineSet = true
@@ -573,19 +582,20 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	// this sample follows from what has been learned.
 	cfg := &t.cfg
 	if progressed {
-		ns.cad.endSpell(atNs, ns.threshold, c.AckFloor, cfg)
+		ns.cad.endSpell(atNs, c.AckFloor, cfg)
 	}
 	ns.cad.settle(atNs, c.AckFloor, cfg)
 	learnedMax := ns.cad.decayed(atNs, cfg.CadenceHalfLife)
 	learned := ns.cad.learned(cfg)
 	present := c.NumWaiting > 0 || c.PushBound
 	thr := stallThreshold(learnedMax, learned, present, cfg.StallAfter, cfg.Interval, c.AckWait)
-	ns.threshold = thr
 	if n.MessagesWaiting > 0 && !c.Paused {
-		// It holds fresh work when something was delivered to it after its
-		// last ack: messages stranded by an earlier crash are not its own.
-		held := c.NumAckPending > 0 && c.LastDelivery.After(c.LastAck)
-		ns.cad.sample(nonNegSeconds(at.Sub(onset)), c.Delivered, held, present)
+		// It holds fresh work when what it has pending is exactly its newest
+		// deliveries, right above its ack floor. A message stranded by an
+		// earlier crash sits below them and holds the floor back: what is
+		// pending then is not (only) the work it has in hand.
+		held := c.NumAckPending > 0 && satAdd(c.AckFloor, c.NumAckPending) == c.Delivered
+		ns.cad.sample(nonNegSeconds(at.Sub(onset)), thr, c.Delivered, held, present)
 	}
 
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
@@ -621,7 +631,9 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	// keeps up; half as much again covers sample jitter and a rate that
 	// moved within the window.
 	allowance := max(float64(t.cfg.LaggingFloor), 1.5*n.ArrivalRate*cfg.Interval.Seconds())
-	n.Lagging = isLagging(n.LagFloor, n.LagGrowthRate, recentGrowth(w), allowance, t.cfg.LaggingSlope)
+	wobble := n.ArrivalRate * cfg.Interval.Seconds()
+	n.Lagging = isLagging(n.LagFloor, n.LagGrowthRate, recentGrowth(w), allowance, wobble, t.cfg.LaggingSlope, ns.lagging)
+	ns.lagging = n.Lagging
 	n.FallingBehind = n.Lagging && !n.Stalled && n.AckRate > 0
 }
 
@@ -631,11 +643,13 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 // so quiet members never dilute a pattern nor block one.
 func judged(n *Node) bool { return !n.Idle && !n.Warming && !n.Paused }
 
-// alpha is ewmaAlpha with the configured half-life, remembering the last
-// result: every node of a tick usually has the same dt.
-func (t *Tracker) alpha(dt time.Duration) float64 {
-	if dt != t.alphaDt {
-		t.alphaDt, t.alphaVal = dt, ewmaAlpha(dt, t.cfg.BaselineHalfLife)
+// alpha is ewmaAlpha with the half-life in force for a baseline that has
+// learned for age, remembering the last result: every node of a tick
+// usually has the same dt and, once past its youth, the same half-life.
+func (t *Tracker) alpha(dt, age time.Duration) float64 {
+	hl := baselineHalfLife(age, t.cfg.BaselineHalfLife)
+	if dt != t.alphaDt || hl != t.alphaHL {
+		t.alphaDt, t.alphaHL, t.alphaVal = dt, hl, ewmaAlpha(dt, hl)
 	}
 	return t.alphaVal
 }

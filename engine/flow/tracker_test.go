@@ -790,8 +790,9 @@ func TestPublishBaselineFreezes(t *testing.T) {
 	}
 }
 
-// Baselines move by the half-life rule; a 1s window makes each rate one
-// step, so the arithmetic is exact.
+// Baselines move by the half-life rule once mature (learned for two
+// half-lives); a 1s window makes each rate one step, so the arithmetic is
+// exact.
 func TestNodeBaselineHalfLife(t *testing.T) {
 	w := newWorld(t, Config{Window: time.Second, BaselineHalfLife: time.Minute})
 	a := w.add("ORDERS", "a", "")
@@ -808,7 +809,7 @@ func TestNodeBaselineHalfLife(t *testing.T) {
 	if got := nodeOf(t, st, "ORDERS", "a").AckRateBaseline; !near(got, 10) {
 		t.Errorf("first rate initialises: baseline = %v, want 10", got)
 	}
-	for range 5 {
+	for range 125 {
 		w.tick(step)
 	}
 	n = 20

@@ -168,6 +168,9 @@ type trace struct {
 	out    []emitted
 	ticks  []time.Duration
 	states []*snapshot.State
+	// errs are rule expressions that failed at run time: the built-in
+	// rules must never fail on any flow.
+	errs []string
 }
 
 // simulate runs sc through a tracker and an evaluator as the engine does.
@@ -176,9 +179,12 @@ func simulate(set *rules.Set, sc flowsim.Scenario) *trace {
 	sc = sim.Scenario()
 	tr := flow.NewTracker(flow.ForInterval(time.Second))
 	n := 0
-	ev := rules.NewEvaluator(set, rules.WithTolerance(500*time.Millisecond),
-		rules.WithIDs(func() string { n++; return fmt.Sprintf("i%d", n) }))
 	out := &trace{sc: sc, sim: sim}
+	ev := rules.NewEvaluator(set, rules.WithTolerance(500*time.Millisecond),
+		rules.WithIDs(func() string { n++; return fmt.Sprintf("i%d", n) }),
+		rules.OnError(func(r *rules.Rule, subject string, err error) {
+			out.errs = append(out.errs, fmt.Sprintf("%s on %q: %v", r.Name, subject, err))
+		}))
 	for {
 		snap, ok := sim.Next()
 		if !ok {
@@ -253,6 +259,9 @@ func check(t *testing.T, set *rules.Set, seed uint64, sc flowsim.Scenario, o flo
 	// that fell behind is a generator bug, not a detector miss.
 	if err := tr.sim.Err(); err != nil {
 		bad("simulator", "%v", err)
+	}
+	for _, e := range tr.errs {
+		bad("rule-error", "%s", e)
 	}
 	if o.Kind != flowsim.KindOverload && o.Kind != flowsim.KindNested {
 		background := o.Background

@@ -179,6 +179,22 @@ func (w *world) ticks(n int) {
 	}, "%d engine ticks", n)
 }
 
+// expectEvents fails the test unless exactly n events were emitted so far;
+// what says what was wanted.
+func (w *world) expectEvents(n int, what string) {
+	w.t.Helper()
+	if evs := w.all(); len(evs) != n {
+		w.t.Fatalf("%s: got %d events: %s", what, len(evs), summary(evs))
+	}
+}
+
+// waitNodeDown waits for the first node.down and returns it decoded.
+func (w *world) waitNodeDown(within time.Duration) (events.Envelope, events.NodeDown) {
+	w.t.Helper()
+	env := w.waitEvents(events.TypeNodeDown, 1, within)[0]
+	return env, nodeDowns(w.t, []events.Envelope{env})[0]
+}
+
 func (w *world) all() []events.Envelope {
 	w.mu.Lock()
 	defer w.mu.Unlock()

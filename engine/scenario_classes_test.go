@@ -39,9 +39,7 @@ func TestScenarioClassPartitionWithIdleMember(t *testing.T) {
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 0 {
-		t.Fatalf("healthy flow emitted: %s", summary(evs))
-	}
+	w.expectEvents(0, "healthy flow")
 
 	fault := time.Now()
 	link.Cut()
@@ -114,9 +112,7 @@ func TestScenarioClassOverloadBesideIdleConsumers(t *testing.T) {
 	w.startEngine(nil)
 	w.waitNodesSeen(append(slices.Clone(busy), "dlq-handler", "audit-tail", "audit-archive")...)
 	w.ticks(8) // let the publish-rate baseline settle
-	if evs := w.all(); len(evs) != 0 {
-		t.Fatalf("healthy flow emitted: %s", summary(evs))
-	}
+	w.expectEvents(0, "healthy flow")
 
 	fault := time.Now()
 	p.Rate.Store(90)
@@ -138,9 +134,7 @@ func TestScenarioClassOverloadBesideIdleConsumers(t *testing.T) {
 		}
 	}
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("want one system.down and nothing else, got: %s", summary(evs))
-	}
+	w.expectEvents(1, "want one system.down and nothing else")
 }
 
 // Publishing creeps up by 1 msg/s every second from well below capacity
@@ -195,9 +189,7 @@ func TestScenarioClassSlowRamp(t *testing.T) {
 		t.Fatalf("system.down = %+v", sd)
 	}
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("want one system.down and no node.down, got: %s", summary(evs))
-	}
+	w.expectEvents(1, "want one system.down and no node.down")
 }
 
 // A node crashes while the system is overloaded. The overload does not
@@ -220,9 +212,8 @@ func TestScenarioClassNodeFailsDuringOverload(t *testing.T) {
 
 	fault := time.Now()
 	w.worker("eu-2").Kill()
-	downs := w.waitEvents(events.TypeNodeDown, 1, 30*time.Second)
+	_, d := w.waitNodeDown(30 * time.Second)
 	t.Logf("node-failure during overload detected %.1fs after the crash", time.Since(fault).Seconds())
-	d := nodeDowns(t, downs)[0]
 	if d.NodeID != "eu-2" || d.Pattern != "node-failure" || d.Level != "critical" {
 		t.Fatalf("node.down = %+v; all: %s", d, summary(w.all()))
 	}
@@ -260,16 +251,13 @@ func TestScenarioClassBatchAckersAndPausers(t *testing.T) {
 
 	fault := time.Now()
 	w.worker("eu-1").Kill()
-	downs := w.waitEvents(events.TypeNodeDown, 1, 45*time.Second)
+	_, d := w.waitNodeDown(45 * time.Second)
 	t.Logf("a 3s batch acker's crash detected %.1fs after the fault", time.Since(fault).Seconds())
-	d := nodeDowns(t, downs)[0]
 	if d.NodeID != "eu-1" || d.Pattern != "node-failure" || d.Level != "critical" {
 		t.Fatalf("node.down = %+v; all: %s", d, summary(w.all()))
 	}
 	w.ticks(3)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("want only eu-1's node.down: %s", summary(evs))
-	}
+	w.expectEvents(1, "want only eu-1's node.down")
 }
 
 // One node crashes and comes back, over and over, while publishing goes
@@ -281,9 +269,7 @@ func TestScenarioClassFlapping(t *testing.T) {
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 0 {
-		t.Fatalf("healthy flow emitted: %s", summary(evs))
-	}
+	w.expectEvents(0, "healthy flow")
 
 	const (
 		down  = 5 * time.Second

@@ -37,9 +37,7 @@ func TestScenarioNodeFailureAndRecovery(t *testing.T) {
 	w.publish(20)
 	w.startEngine(nil)
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 0 {
-		t.Fatalf("healthy flow emitted events: %s", summary(evs))
-	}
+	w.expectEvents(0, "healthy flow")
 
 	fault := time.Now()
 	w.workers["eu-2"].Kill()
@@ -72,9 +70,7 @@ func TestScenarioNodeFailureAndRecovery(t *testing.T) {
 		t.Fatalf("node.up context %+v does not point at node.down %+v", ups[0].Context, downs[0].Context)
 	}
 	w.ticks(3)
-	if evs := w.all(); len(evs) != 2 {
-		t.Fatalf("want exactly node.down and node.up, got: %s", summary(evs))
-	}
+	w.expectEvents(2, "want exactly node.down and node.up")
 }
 
 // The eu zone reaches NATS through one link; cutting it drops every eu
@@ -140,9 +136,8 @@ func TestScenarioBottleneck(t *testing.T) {
 	// eu-1 still consumes, at 10/s against 20/s arriving.
 	fault := time.Now()
 	w.workers["eu-1"].Slow(100 * time.Millisecond)
-	downs := w.waitEvents(events.TypeNodeDown, 1, 45*time.Second)
+	_, d := w.waitNodeDown(45 * time.Second)
 	t.Logf("bottleneck detected %.1fs after the slowdown began", time.Since(fault).Seconds())
-	d := nodeDowns(t, downs)[0]
 	if d.NodeID != "eu-1" || d.Pattern != "bottleneck" || d.Level != "warning" {
 		t.Fatalf("node.down = %+v; all: %s", d, summary(w.all()))
 	}
@@ -183,9 +178,7 @@ func TestScenarioOverload(t *testing.T) {
 		t.Fatalf("affectedNodes = %v", sd.AffectedNodes)
 	}
 	w.ticks(5)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("want one system.down and no node.down, got: %s", summary(evs))
-	}
+	w.expectEvents(1, "want one system.down and no node.down")
 }
 
 func TestScenarioQuietThingsStayQuiet(t *testing.T) {
@@ -209,9 +202,7 @@ func TestScenarioQuietThingsStayQuiet(t *testing.T) {
 	// A short burst the nodes absorb.
 	w.burst(400)
 	w.ticks(15)
-	if evs := w.all(); len(evs) != 0 {
-		t.Fatalf("quiet scenario emitted: %s", summary(evs))
-	}
+	w.expectEvents(0, "quiet scenario")
 }
 
 // A node whose handler is stuck keeps its connection and keeps taking
@@ -239,16 +230,13 @@ func TestScenarioStuckHandlerIsANodeFailure(t *testing.T) {
 	w.ticks(5)
 	fault := time.Now()
 	stuck.Hang()
-	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
+	_, d := w.waitNodeDown(20 * time.Second)
 	t.Logf("stuck handler detected %.1fs after the fault", time.Since(fault).Seconds())
-	d := nodeDowns(t, downs)[0]
 	if d.NodeID != "eu-3" || d.Pattern != "node-failure" || d.LagMetrics.SecondsSinceLastAck < 2 {
 		t.Fatalf("node.down = %+v", d)
 	}
 	w.ticks(3)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("want only eu-3's node.down: %s", summary(evs))
-	}
+	w.expectEvents(1, "want only eu-3's node.down")
 }
 
 // NATS goes away for a few seconds under the engine: the engine is blind,
@@ -289,9 +277,7 @@ func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
 	w.srv = testutil.StartServer(t, opts)
 	testutil.Eventually(t, 20*time.Second, func() bool { return healthz() == 200 }, "/healthz 200 after the restart")
 	w.ticks(12)
-	if evs := w.all(); len(evs) != 1 {
-		t.Fatalf("across a server restart, want only the node.down from before: %s", summary(evs))
-	}
+	w.expectEvents(1, "across a server restart, want only the node.down from before")
 	w.workers["us-3"].Start()
 	ups := w.waitEvents(events.TypeNodeUp, 1, 20*time.Second)
 	if ups[0].Context.CorrelationID != before[0].Context.CorrelationID {
@@ -357,7 +343,5 @@ func TestScenarioIncidentSurvivesEngineRestart(t *testing.T) {
 	if ups[0].Context.CorrelationID != downs[0].Context.CorrelationID || ups[0].Context.CausationID != downs[0].Context.ID {
 		t.Fatalf("node.up %+v does not end the incident %+v", ups[0].Context, downs[0].Context)
 	}
-	if evs := w.all(); len(evs) != 2 {
-		t.Fatalf("want node.down then node.up: %s", summary(evs))
-	}
+	w.expectEvents(2, "want node.down then node.up")
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/happen-dev/happen/rules/internal/yamlx"
 	"github.com/happen-dev/happen/sdk/events"
 	"gopkg.in/yaml.v3"
 )
@@ -182,7 +183,8 @@ type decoder struct {
 	opts   LoadOptions
 	warned map[string]bool // plugins already warned about in this load
 	diags  Errors
-	budget int
+	// aliases follows aliases within maxExpansion nodes.
+	aliases *yamlx.Aliases
 	// bomb is set once aliases ran through the budget. What was decoded
 	// is then incomplete, so it is the only fault reported.
 	bomb *Diagnostic
@@ -192,10 +194,10 @@ func parse(file string, data []byte, opts LoadOptions, warned map[string]bool) (
 	d := &decoder{
 		file: file,
 		// yaml.v3 counts columns after a byte order mark.
-		lines:  strings.Split(strings.ReplaceAll(strings.TrimPrefix(string(data), "\ufeff"), "\r\n", "\n"), "\n"),
-		opts:   opts,
-		warned: warned,
-		budget: maxExpansion,
+		lines:   yamlx.Lines(data),
+		opts:    opts,
+		warned:  warned,
+		aliases: yamlx.NewAliases(maxExpansion),
 	}
 	root := d.document(data)
 	var rs *Ruleset
@@ -255,13 +257,7 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 }
 
 func (d *decoder) pos(n *yaml.Node) Position {
-	line, col := n.Line, n.Column
-	if line < 1 {
-		line = 1
-	}
-	if col < 1 {
-		col = 1
-	}
+	line, col := yamlx.Pos(n)
 	return Position{File: d.file, Line: line, Col: col}
 }
 
@@ -272,40 +268,15 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 // deref follows aliases, spending budget so that an alias bomb fails
 // instead of exhausting memory. It returns nil once the budget is spent.
 func (d *decoder) deref(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
-		if i > 100 {
-			d.errorf(n, "yaml: alias chain too long")
-			return nil
-		}
-		n = n.Alias
-	}
-	if n == nil {
-		return nil
-	}
-	d.budget--
-	if d.budget == 0 {
-		d.bomb = &Diagnostic{Pos: d.pos(n), Msg: fmt.Sprintf("yaml: too many nodes through aliases (limit %d)", maxExpansion)}
-	}
-	if d.budget <= 0 {
-		return nil
+	n, fault := d.aliases.Deref(n)
+	switch {
+	case fault == nil:
+	case fault.Spent:
+		d.bomb = &Diagnostic{Pos: d.pos(fault.Node), Msg: fault.Msg}
+	default:
+		d.diags = append(d.diags, Diagnostic{Pos: d.pos(fault.Node), Msg: fault.Msg})
 	}
 	return n
-}
-
-// describe names what a node holds, for "want X, got Y" messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "null"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return "nothing"
 }
 
 // field is one key and value of a mapping.
@@ -317,7 +288,7 @@ type field struct {
 // them by name. what names the mapping in messages ("rule", "action").
 func (d *decoder) fields(n *yaml.Node, what string, known ...string) (map[string]field, bool) {
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s must be a mapping, got %s", what, describe(n))
+		d.errorf(n, "%s must be a mapping, got %s", what, yamlx.Describe(n))
 		return nil, false
 	}
 	out := map[string]field{}
@@ -328,7 +299,7 @@ func (d *decoder) fields(n *yaml.Node, what string, known ...string) (map[string
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, "field name in %s must be a string, got %s", what, describe(k))
+			d.errorf(k, "field name in %s must be a string, got %s", what, yamlx.Describe(k))
 			continue
 		}
 		name := k.Value
@@ -360,7 +331,7 @@ func contains(list []string, s string) bool {
 func (d *decoder) str(f field) (string, bool) {
 	v := f.val
 	if v.Kind != yaml.ScalarNode {
-		d.errorf(v, "%s must be a string, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be a string, got %s", f.key.Value, yamlx.Describe(v))
 		return "", false
 	}
 	if v.Tag == "!!null" || v.Value == "" {
@@ -374,7 +345,7 @@ func (d *decoder) integer(f field) (int, bool) {
 	v := f.val
 	var i int
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&i) != nil {
-		d.errorf(v, "%s must be an integer, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be an integer, got %s", f.key.Value, yamlx.Describe(v))
 		return 0, false
 	}
 	return i, true
@@ -384,7 +355,7 @@ func (d *decoder) boolean(f field) (bool, bool) {
 	v := f.val
 	var b bool
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" || v.Decode(&b) != nil {
-		d.errorf(v, "%s must be true or false, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be true or false, got %s", f.key.Value, yamlx.Describe(v))
 		return false, false
 	}
 	return b, true
@@ -396,7 +367,7 @@ func (d *decoder) duration(f field, positive bool) (time.Duration, bool) {
 	v := f.val
 	name := f.key.Value
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
-		d.errorf(v, "%s must be a duration such as 3s or 1m, got %s", name, describe(v))
+		d.errorf(v, "%s must be a duration such as 3s or 1m, got %s", name, yamlx.Describe(v))
 		return 0, false
 	}
 	dur, err := time.ParseDuration(v.Value)
@@ -438,7 +409,7 @@ func (d *decoder) ruleset(root *yaml.Node) *Ruleset {
 		rs.Name = s
 	}
 	if f, ok := fs["description"]; ok && f.val.Kind != yaml.ScalarNode {
-		d.errorf(f.val, "description must be a string, got %s", describe(f.val))
+		d.errorf(f.val, "description must be a string, got %s", yamlx.Describe(f.val))
 	}
 	if f, ok := fs["vars"]; ok {
 		d.vars(f.val, rs.Vars)
@@ -452,7 +423,7 @@ func (d *decoder) ruleset(root *yaml.Node) *Ruleset {
 		return rs
 	}
 	if f.val.Kind != yaml.SequenceNode {
-		d.errorf(f.val, "rules must be a list, got %s", describe(f.val))
+		d.errorf(f.val, "rules must be a list, got %s", yamlx.Describe(f.val))
 		return rs
 	}
 	names := map[string]*Rule{}
@@ -480,7 +451,7 @@ func (d *decoder) vars(n *yaml.Node, out map[string]any) {
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "vars must be a mapping, got %s", describe(n))
+		d.errorf(n, "vars must be a mapping, got %s", yamlx.Describe(n))
 		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -489,7 +460,7 @@ func (d *decoder) vars(n *yaml.Node, out map[string]any) {
 			continue
 		}
 		if k.Kind != yaml.ScalarNode || !reVarName.MatchString(k.Value) {
-			d.errorf(k, "invalid var name %s (want a letter or _, then letters, digits or _)", describe(k))
+			d.errorf(k, "invalid var name %s (want a letter or _, then letters, digits or _)", yamlx.Describe(k))
 			continue
 		}
 		if _, dup := out[k.Value]; dup {
@@ -519,7 +490,7 @@ func (d *decoder) vars(n *yaml.Node, out map[string]any) {
 			}
 		}
 		if !ok {
-			d.errorf(v, "var %q must be a number, string or boolean, got %s", k.Value, describe(v))
+			d.errorf(v, "var %q must be a number, string or boolean, got %s", k.Value, yamlx.Describe(v))
 			continue
 		}
 		out[k.Value] = val
@@ -554,7 +525,7 @@ func (d *decoder) rule(n *yaml.Node, vars map[string]any) *Rule {
 		}
 	}
 	if f, ok := fs["description"]; ok && f.val.Kind != yaml.ScalarNode {
-		d.errorf(f.val, "description must be a string, got %s", describe(f.val))
+		d.errorf(f.val, "description must be a string, got %s", yamlx.Describe(f.val))
 	}
 	scopeOK := true
 	if f, ok := fs["scope"]; ok {
@@ -640,7 +611,7 @@ func (d *decoder) expr(f field, scope Scope, vars map[string]any) (string, compi
 	v := f.val
 	name := f.key.Value
 	if v.Kind != yaml.ScalarNode {
-		d.errorf(v, "%s must be an expression, got %s", name, describe(v))
+		d.errorf(v, "%s must be an expression, got %s", name, yamlx.Describe(v))
 		return "", compiledExpr{}
 	}
 	if v.Tag == "!!null" {
@@ -666,7 +637,7 @@ func (d *decoder) actions(n *yaml.Node) []Action {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "actions must be a list, got %s", describe(n))
+		d.errorf(n, "actions must be a list, got %s", yamlx.Describe(n))
 		return nil
 	}
 	var out []Action
@@ -744,7 +715,7 @@ func (d *decoder) with(n *yaml.Node) (map[string]any, []*yaml.Node) {
 		return nil, nil
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "with must be a mapping, got %s", describe(n))
+		d.errorf(n, "with must be a mapping, got %s", yamlx.Describe(n))
 		return nil, nil
 	}
 	out := map[string]any{}
@@ -755,7 +726,7 @@ func (d *decoder) with(n *yaml.Node) (map[string]any, []*yaml.Node) {
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, "parameter name must be a string, got %s", describe(k))
+			d.errorf(k, "parameter name must be a string, got %s", yamlx.Describe(k))
 			continue
 		}
 		if _, dup := out[k.Value]; dup {
@@ -803,7 +774,7 @@ func (d *decoder) plain(n *yaml.Node) (any, bool) {
 			// Strings, and timestamps or binary kept as written.
 			return n.Value, true
 		}
-		d.errorf(n, "invalid value %s", describe(n))
+		d.errorf(n, "invalid value %s", yamlx.Describe(n))
 		return nil, false
 	case yaml.SequenceNode:
 		out := make([]any, 0, len(n.Content))
@@ -827,7 +798,7 @@ func (d *decoder) plain(n *yaml.Node) (any, bool) {
 				return nil, false
 			}
 			if k.Kind != yaml.ScalarNode {
-				d.errorf(k, "mapping key must be a string, got %s", describe(k))
+				d.errorf(k, "mapping key must be a string, got %s", yamlx.Describe(k))
 				ok = false
 				continue
 			}
@@ -842,7 +813,7 @@ func (d *decoder) plain(n *yaml.Node) (any, bool) {
 		}
 		return out, ok
 	}
-	d.errorf(n, "invalid value %s", describe(n))
+	d.errorf(n, "invalid value %s", yamlx.Describe(n))
 	return nil, false
 }
 

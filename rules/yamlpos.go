@@ -1,106 +1,23 @@
 package rules
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/happen-dev/happen/rules/internal/yamlx"
 	"gopkg.in/yaml.v3"
 )
 
-// yamlSyntaxLine matches the line yaml.v3 puts in its syntax errors. It
-// omits the line when the fault is on the first one (its marks are 0-based
-// and it tests them against 0), so no line means line 1.
-var yamlSyntaxLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
-// syntaxDiagnostic turns a yaml.v3 parse error into a diagnostic. yaml.v3
-// reports no column, so the column is 1; and for a fault found while
-// parsing a block it reports where the block began, so the line is found
-// again as the first at which the file, cut after it, fails the same way.
+// syntaxDiagnostic turns a yaml.v3 parse error into a diagnostic at the
+// line at fault (see yamlx.SyntaxFault), column 1, the line kept within
+// the file's lines.
 func syntaxDiagnostic(file string, data []byte, err error, lines int) Diagnostic {
-	line, msg := splitSyntaxError(err)
-	if l := faultLine(data, msg); l > 0 {
-		line = l
-	}
+	line, msg := yamlx.SyntaxFault(data, err)
 	if lines > 0 && line > lines {
 		line = lines
 	}
 	return Diagnostic{Pos: Position{File: file, Line: line, Col: 1}, Msg: "yaml: " + msg}
-}
-
-// splitSyntaxError returns the line yaml.v3 named (1 when it named none)
-// and its message without the prefix.
-func splitSyntaxError(err error) (int, string) {
-	msg := err.Error()
-	line := 1
-	if m := yamlSyntaxLine.FindStringSubmatch(msg); m != nil {
-		if n, convErr := strconv.Atoi(m[1]); convErr == nil && n > 0 {
-			line = n
-		}
-		return line, msg[len(m[0]):]
-	}
-	return line, strings.TrimPrefix(msg, "yaml: ")
-}
-
-// faultLine finds the fewest whole lines of data that fail to parse with
-// msg, by bisection (a handful of parses, on the error path only); 0 if
-// the whole does not fail so.
-func faultLine(data []byte, msg string) int {
-	var ends []int // ends[i]: offset just after line i+1
-	for i, b := range data {
-		if b == '\n' {
-			ends = append(ends, i+1)
-		}
-	}
-	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
-		ends = append(ends, len(data))
-	}
-	fails := func(n int) bool {
-		err := decodeAll(data[:ends[n-1]])
-		if err == nil {
-			return false
-		}
-		_, m := splitSyntaxError(err)
-		return m == msg
-	}
-	if !fails(len(ends)) {
-		return 0
-	}
-	lo, hi := 1, len(ends) // fails(hi) holds
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		if fails(mid) {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
-}
-
-// decodeAll parses every document of data, as a load does, and returns
-// the first error.
-func decodeAll(data []byte) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: malformed document: %v", r)
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var n yaml.Node
-		if err := dec.Decode(&n); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
 }
 
 // srcPos is a place in the file, 1-based, column in runes as yaml.v3

@@ -7,14 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/happen-dev/happen/rules"
+	"github.com/happen-dev/happen/rules/internal/yamlx"
 	"github.com/happen-dev/happen/rulesets"
 	"github.com/happen-dev/happen/sdk/events"
 	"gopkg.in/yaml.v3"
@@ -30,10 +29,10 @@ const maxNodes = 100_000
 
 // decoder walks one test file's yaml.Node tree, collecting every fault.
 type decoder struct {
-	file   string
-	lines  [][]rune
-	diags  rules.Errors
-	budget int
+	file    string
+	lines   [][]rune
+	diags   rules.Errors
+	aliases *yamlx.Aliases // within maxNodes
 }
 
 type field struct{ key, val *yaml.Node }
@@ -41,9 +40,8 @@ type field struct{ key, val *yaml.Node }
 // Parse decodes one test file. path names it in diagnostics and is where
 // relative ruleset paths start from; data is its content.
 func Parse(path string, data []byte) (*File, error) {
-	text := strings.ReplaceAll(strings.TrimPrefix(string(data), "\ufeff"), "\r\n", "\n")
-	d := &decoder{file: path, budget: maxNodes}
-	for _, l := range strings.Split(text, "\n") {
+	d := &decoder{file: path, aliases: yamlx.NewAliases(maxNodes)}
+	for _, l := range yamlx.Lines(data) {
 		d.lines = append(d.lines, []rune(l))
 	}
 	f := &File{Path: path, Interval: time.Second}
@@ -64,8 +62,6 @@ func Parse(path string, data []byte) (*File, error) {
 	return f, nil
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
-
 func (d *decoder) document(data []byte) (root *yaml.Node) {
 	defer func() {
 		// yaml.v3 has panicked on malformed input before.
@@ -82,14 +78,9 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 		return nil
 	}
 	if err != nil {
-		// yaml.v3 names a line (0-based marks; none on the first line)
-		// but no column.
-		line, msg := splitYAMLError(err)
-		if l := faultLine(data, msg); l > 0 {
-			line = l
-		}
-		msg = "yaml: " + msg
-		d.diags = append(d.diags, rules.Diagnostic{Pos: rules.Position{File: d.file, Line: max(line, 1), Col: 1}, Msg: msg})
+		// yaml.v3 names no column, and not always the line at fault.
+		line, msg := yamlx.SyntaxFault(data, err)
+		d.diags = append(d.diags, rules.Diagnostic{Pos: rules.Position{File: d.file, Line: line, Col: 1}, Msg: "yaml: " + msg})
 		return nil
 	}
 	var next yaml.Node
@@ -99,56 +90,9 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 	return doc.Content[0]
 }
 
-// splitYAMLError returns the line a yaml.v3 error names (1 when none) and
-// its message without the prefix.
-func splitYAMLError(err error) (int, string) {
-	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return max(line, 1), msg[len(m[0]):]
-	}
-	return 1, strings.TrimPrefix(msg, "yaml: ")
-}
-
-// faultLine finds the fewest whole lines of data that fail to parse with
-// msg, by bisection: yaml.v3 names where an unclosed block began, not
-// where it broke. 0 when the whole does not fail so.
-func faultLine(data []byte, msg string) int {
-	var ends []int
-	for i, b := range data {
-		if b == '\n' {
-			ends = append(ends, i+1)
-		}
-	}
-	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
-		ends = append(ends, len(data))
-	}
-	fails := func(n int) bool {
-		var v yaml.Node
-		err := yaml.Unmarshal(data[:ends[n-1]], &v)
-		if err == nil {
-			return false
-		}
-		_, m := splitYAMLError(err)
-		return m == msg
-	}
-	if !fails(len(ends)) {
-		return 0
-	}
-	lo, hi := 1, len(ends)
-	for lo < hi {
-		mid := lo + (hi-lo)/2
-		if fails(mid) {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
-}
-
 func (d *decoder) pos(n *yaml.Node) rules.Position {
-	return rules.Position{File: d.file, Line: max(n.Line, 1), Col: max(n.Column, 1)}
+	line, col := yamlx.Pos(n)
+	return rules.Position{File: d.file, Line: line, Col: col}
 }
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
@@ -157,39 +101,11 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 
 // deref follows aliases, spending budget; nil once the budget is spent.
 func (d *decoder) deref(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
-		if i > 100 {
-			d.errorf(n, "yaml: alias chain too long")
-			return nil
-		}
-		n = n.Alias
-	}
-	if n == nil {
-		return nil
-	}
-	d.budget--
-	if d.budget == 0 {
-		d.errorf(n, "yaml: too many nodes through aliases (limit %d)", maxNodes)
-	}
-	if d.budget <= 0 {
-		return nil
+	n, fault := d.aliases.Deref(n)
+	if fault != nil {
+		d.diags = append(d.diags, rules.Diagnostic{Pos: d.pos(fault.Node), Msg: fault.Msg})
 	}
 	return n
-}
-
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "null"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return "nothing"
 }
 
 // pairs returns a mapping's keys and values in file order, each key a
@@ -206,7 +122,7 @@ func (d *decoder) merged(n *yaml.Node, what string, depth int) []field {
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s must be a mapping, got %s", what, describe(n))
+		d.errorf(n, "%s must be a mapping, got %s", what, yamlx.Describe(n))
 		return nil
 	}
 	var out, merges []field
@@ -218,7 +134,7 @@ func (d *decoder) merged(n *yaml.Node, what string, depth int) []field {
 		}
 		switch {
 		case k.Kind != yaml.ScalarNode || k.Tag == "!!null" || k.Value == "":
-			d.errorf(k, "a key in %s must be a name, got %s", what, describe(k))
+			d.errorf(k, "a key in %s must be a name, got %s", what, yamlx.Describe(k))
 		case k.Tag == "!!merge":
 			merges = append(merges, field{k, v})
 		case seen[k.Value]:
@@ -265,7 +181,7 @@ func (d *decoder) fields(n *yaml.Node, what string, known ...string) map[string]
 func (d *decoder) str(f field) (string, bool) {
 	v := f.val
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" || v.Value == "" {
-		d.errorf(v, "%s must be a non-empty string, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be a non-empty string, got %s", f.key.Value, yamlx.Describe(v))
 		return "", false
 	}
 	return v.Value, true
@@ -273,7 +189,7 @@ func (d *decoder) str(f field) (string, bool) {
 
 func (d *decoder) list(n *yaml.Node, what string) []*yaml.Node {
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, "%s must be a list, got %s", what, describe(n))
+		d.errorf(n, "%s must be a list, got %s", what, yamlx.Describe(n))
 		return nil
 	}
 	var out []*yaml.Node
@@ -288,7 +204,7 @@ func (d *decoder) list(n *yaml.Node, what string) []*yaml.Node {
 func (d *decoder) duration(f field, positive bool) (time.Duration, bool) {
 	v := f.val
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
-		d.errorf(v, "%s must be a duration such as 30s, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be a duration such as 30s, got %s", f.key.Value, yamlx.Describe(v))
 		return 0, false
 	}
 	dur, err := time.ParseDuration(v.Value)
@@ -499,7 +415,7 @@ func (d *decoder) test(n *yaml.Node, interval time.Duration) *Test {
 func (d *decoder) series(f field) ([]Sample, bool) {
 	v := f.val
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
-		d.errorf(v, "%s must be a series such as 0+10x30, got %s", f.key.Value, describe(v))
+		d.errorf(v, "%s must be a series such as 0+10x30, got %s", f.key.Value, yamlx.Describe(v))
 		return nil, false
 	}
 	vals, err := ParseSeries(v.Value)
@@ -751,7 +667,7 @@ func (d *decoder) expectation(n *yaml.Node, tc *Test, interval time.Duration) *E
 func (d *decoder) at(f field, x *Expectation, tc *Test, interval time.Duration) bool {
 	v := f.val
 	if v.Kind != yaml.ScalarNode || v.Tag == "!!null" {
-		d.errorf(v, "at must be a tick time such as 12s or a window such as 10s..15s, got %s", describe(v))
+		d.errorf(v, "at must be a tick time such as 12s or a window such as 10s..15s, got %s", yamlx.Describe(v))
 		return false
 	}
 	lo, hi, window := strings.Cut(v.Value, "..")

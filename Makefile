@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 
-.PHONY: build run test vet bench fuzz proto proto-tools example clean
+.PHONY: build run test vet bench property fuzz proto proto-tools example clean
 
 ## build: the happen binary and every built-in plugin, in bin/
 build:
@@ -32,6 +32,10 @@ vet:
 ## bench: the benchmarks quoted in docs/performance.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/
+
+## property: the randomized detection property tests on fresh seeds (SEEDS=300 by default)
+property:
+	HAPPEN_PROPERTY_BASE=random HAPPEN_PROPERTY_SEEDS=$(or $(SEEDS),300) $(GO) test -count=1 -run Property ./rulesets/
 
 ## fuzz: the ruleset loader and rule-test series fuzz tests (FUZZTIME=60s each by default)
 fuzz:

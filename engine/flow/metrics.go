@@ -2,6 +2,7 @@ package flow
 
 import (
 	"math"
+	"slices"
 	"time"
 )
 
@@ -175,6 +176,28 @@ func ewmaAlpha(dt, halfLife time.Duration) float64 {
 // would weigh on it for minutes.
 func baselineHalfLife(age, halfLife time.Duration) time.Duration {
 	return min(max(age/2, time.Nanosecond), halfLife)
+}
+
+// rise is the ArrivalRise rule: the rate over its baseline. A tenth of a
+// message a second on both sides keeps a node that had next to nothing
+// from rising a thousandfold on its first messages.
+func rise(rate, baseline float64) float64 {
+	const eps = 0.1
+	return (max(rate, 0) + eps) / (max(baseline, 0) + eps)
+}
+
+// median is the middle of xs (the mean of the two middles for an even
+// count), 1 for none: no node, no rise. xs is reordered.
+func median(xs []float64) float64 {
+	n := len(xs)
+	if n == 0 {
+		return 1
+	}
+	slices.Sort(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // ewma is the baseline rule (AckRateBaseline, ArrivalRateBaseline,

@@ -278,6 +278,28 @@ func TestIsLaggingHysteresis(t *testing.T) {
 	}
 }
 
+func TestRiseAndMedian(t *testing.T) {
+	if got := rise(20, 10); !near(got, 20.1/10.1) {
+		t.Errorf("rise(20, 10) = %v", got)
+	}
+	if got := rise(3, 0); !near(got, 31) {
+		t.Errorf("first messages after none: rise = %v, want 31, not infinite", got)
+	}
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{nil, 1},
+		{[]float64{3}, 3},
+		{[]float64{5, 1, 3}, 3},
+		{[]float64{1.22, 1.0}, 1.11},
+	} {
+		if got := median(tc.xs); !near(got, tc.want) {
+			t.Errorf("median(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+	}
+}
+
 func TestBaselineHalfLife(t *testing.T) {
 	for _, tc := range []struct{ age, want time.Duration }{
 		{0, time.Nanosecond},

@@ -137,6 +137,7 @@ type Tracker struct {
 	active    []int // slots used this update
 
 	unobservedStreams map[string]struct{} // scratch, refilled each update
+	rises             []float64           // scratch: judged nodes' ArrivalRise
 
 	alphaDt  time.Duration // last dt and half-life given to alpha, and its result
 	alphaHL  time.Duration
@@ -564,6 +565,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	}
 	n.AckRateBaseline = ns.ackBaseline
 	n.ArrivalRateBaseline = ns.arrivalBaseline
+	n.ArrivalRise = rise(n.ArrivalRate, ns.arrivalBaseline)
 
 	if ss := t.streamOf(ns); ss != nil && ss.seen == t.tick {
 		n.PublishRate = ss.rate
@@ -773,6 +775,7 @@ func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
 			continue
 		}
 		sys.JudgedNodes++
+		t.rises = append(t.rises, n.ArrivalRise)
 		if n.Lagging {
 			sys.LaggingNodes++
 		}
@@ -786,6 +789,8 @@ func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
 	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.JudgedNodes)
 	sys.StalledFraction = fraction(sys.StalledNodes, sys.JudgedNodes)
 	sys.FallingBehindFraction = fraction(sys.FallingBehindNodes, sys.JudgedNodes)
+	sys.ArrivalRise = median(t.rises)
+	t.rises = t.rises[:0]
 
 	if len(t.active) > 0 {
 		st.Groups = make([]Group, 0, len(t.active))

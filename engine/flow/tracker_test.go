@@ -235,7 +235,7 @@ func TestSteadyFlow(t *testing.T) {
 	}
 	want := System{Nodes: 3, JudgedNodes: 3, MessagesWaiting: 5 + 5 + 2, Groups: 2, Streams: 2,
 		PublishRate: st.System.PublishRate, PublishRateBaseline: st.System.PublishRateBaseline, AckRate: st.System.AckRate,
-		ArrivalRate: st.System.ArrivalRate, ArrivalRateBaseline: st.System.ArrivalRateBaseline}
+		ArrivalRate: st.System.ArrivalRate, ArrivalRateBaseline: st.System.ArrivalRateBaseline, ArrivalRise: 1}
 	if st.System != want {
 		t.Errorf("system = %+v, want %+v", st.System, want)
 	}

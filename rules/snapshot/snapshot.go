@@ -38,6 +38,9 @@ type Node struct {
 
 	AckRateBaseline     float64 `expr:"ackRateBaseline" json:"ackRateBaseline"`         // slow EWMA of AckRate
 	ArrivalRateBaseline float64 `expr:"arrivalRateBaseline" json:"arrivalRateBaseline"` // slow EWMA of ArrivalRate
+	// ArrivalRise is ArrivalRate over ArrivalRateBaseline: above 1 while
+	// its work arrives faster than usual.
+	ArrivalRise float64 `expr:"arrivalRise" json:"arrivalRise"`
 
 	NakRate           float64 `expr:"nakRate" json:"nakRate"`                     // naks/s over the window
 	MaxDeliveriesRate float64 `expr:"maxDeliveriesRate" json:"maxDeliveriesRate"` // max-delivery advisories/s
@@ -140,8 +143,12 @@ type System struct {
 	// ArrivalRateBaseline is a slow EWMA of ArrivalRate, frozen like
 	// PublishRateBaseline while most nodes lag.
 	ArrivalRateBaseline float64 `expr:"arrivalRateBaseline" json:"arrivalRateBaseline"`
-	Groups              int     `expr:"groups" json:"groups"`
-	Streams             int     `expr:"streams" json:"streams"`
+	// ArrivalRise is the median of the judged nodes' ArrivalRise: above 1
+	// when most nodes' work arrives faster than usual, a load rise shared
+	// by the system rather than one node's.
+	ArrivalRise float64 `expr:"arrivalRise" json:"arrivalRise"`
+	Groups      int     `expr:"groups" json:"groups"`
+	Streams     int     `expr:"streams" json:"streams"`
 }
 
 // State is the outcome of one Tracker update.

@@ -28,21 +28,23 @@ func BenchmarkEvalDefault10k(b *testing.B) {
 			Key:     snapshot.NodeKey{Stream: fmt.Sprintf("S%02d", i%10), Consumer: fmt.Sprintf("c%05d", i)},
 			ID:      fmt.Sprintf("c%05d", i),
 			Group:   fmt.Sprintf("g%03d", i%groups),
-			AckRate: 20, DeliveryRate: 20, ArrivalRate: 20, MessagesWaiting: 3,
+			AckRate: 20, DeliveryRate: 20, ArrivalRate: 20, MessagesWaiting: 3, ArrivalRise: 1,
 		}
 		if i%500 == 0 { // 20 failed nodes
 			n.Stalled, n.MessagesWaiting, n.LagGrowthRate, n.AckRate = true, 400, 20, 0
 		}
 		if i%700 == 1 { // 15 bottlenecks
-			n.MessagesWaiting, n.LagGrowthRate, n.Lagging = 300, 5, true
+			n.MessagesWaiting, n.LagGrowthRate, n.Lagging, n.FallingBehind, n.LagFloor = 300, 5, true, true, 290
 		}
 		n.Stream, n.Consumer = n.Key.Stream, n.Key.Consumer
 		st.Nodes = append(st.Nodes, n)
 	}
 	for g := 0; g < groups; g++ {
-		st.Groups = append(st.Groups, snapshot.Group{Name: fmt.Sprintf("g%03d", g), Size: nodes / groups, OutsideNodes: nodes - nodes/groups})
+		st.Groups = append(st.Groups, snapshot.Group{Name: fmt.Sprintf("g%03d", g), Size: nodes / groups, Judged: nodes / groups,
+			OutsideNodes: nodes - nodes/groups, OutsideJudged: nodes - nodes/groups, OutsideFlowing: nodes - nodes/groups - 20})
 	}
-	st.System = snapshot.System{Nodes: nodes, Groups: groups, StalledNodes: 20, LaggingNodes: 15, PublishRate: 2000, PublishRateBaseline: 2000}
+	st.System = snapshot.System{Nodes: nodes, JudgedNodes: nodes, Groups: groups, StalledNodes: 20, LaggingNodes: 15, FallingBehindNodes: 15,
+		PublishRate: 2000, PublishRateBaseline: 2000, ArrivalRise: 1}
 
 	nodeRules, others := 0, 0
 	for _, r := range set.Rules {

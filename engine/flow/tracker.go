@@ -271,8 +271,10 @@ func (t *Tracker) Reset() {
 //   - nakRate, maxDeliveriesRate, terminatedRate: rates of the advisory
 //     counters, each step clamped at 0.
 //   - ackRateBaseline, arrivalRateBaseline: EWMA with the configured
-//     half-life over the node's own sample spacing; only rates that exist
-//     feed it, and the first initialises it.
+//     half-life (half the baseline's age while younger, see
+//     baselineHalfLife) over the node's own sample spacing; only rates that
+//     exist feed it, and the first initialises it. arrivalRise is
+//     arrivalRate over its baseline.
 //   - observedSeconds: since watching (re)began: first seen, after Reset,
 //     after being unobserved, after the consumer was recreated (Created
 //     changed or Delivered went backwards), the server's time went back, or
@@ -282,20 +284,24 @@ func (t *Tracker) Reset() {
 //     after a failover; a warm-up under way is never cut short.
 //   - secondsSinceLastAck: since the last progress (the server's LastAck;
 //     without one, the start of the newest step in which the acked
-//     estimate rose), else
-//     since Created, else since watching began.
-//   - stalled: work waiting, no progress for StallAfter since the onset
-//     (the latest of the last progress, when watching began and the last
-//     sample that was idle or paused), and not warming, so watched for at
-//     least WarmUp. A paused consumer is never stalled. stalledSeconds counts from
-//     the onset.
-//   - lagging: messagesWaiting >= LaggingFloor and lagGrowthRate >=
-//     LaggingSlope.
+//     estimate rose), else since Created, else since watching began.
+//   - ackCadence, cadenceLearned, stallThreshold: the node's learned
+//     rhythm and the silence it may keep while work waits (cadence.go).
+//   - stalled: work waiting, no progress for stallThreshold since the
+//     onset (the latest of the last progress, when watching began and the
+//     last sample that was idle or paused), and not warming, so watched for
+//     at least WarmUp. A paused consumer is never stalled. stalledSeconds
+//     counts from the onset; recentStalls and secondsSinceStall remember
+//     the stalls, a stall across a gap in watching being one.
+//   - idle: nothing waiting and no progress within stallThreshold.
+//   - lagFloor, lagging, fallingBehind: see isLagging and lagFloor.
 //
-// Groups and the system sum and count their observed nodes; every fraction
-// is 0 over an empty denominator. The system's publishRateBaseline is an EWMA
-// of publishRate over the snapshot times, learning only while fewer than
-// half the nodes lag (its first value too).
+// Groups and the system sum and count their observed nodes, and take every
+// fraction over their judged nodes (neither idle, warming nor paused); a
+// fraction is 0 over an empty denominator. The system's publishRateBaseline
+// and arrivalRateBaseline are EWMAs over the snapshot times, learning only
+// while fewer than half the judged nodes lag (their first values too);
+// arrivalRise is the median of the judged nodes' arrivalRise.
 func (t *Tracker) Update(s Snapshot) *State {
 	t.tick++
 	st := &State{At: s.At}

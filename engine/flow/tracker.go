@@ -455,7 +455,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.restart = true
 		ns.ackRoseAt = time.Time{}
 		ns.lastAck = time.Time{}
-		ns.cad, ns.stalls = cadence{}, stalls{}
+		ns.cad, ns.stalls, ns.lagging = cadence{}, stalls{}, false
 	}
 	// Server time that went backwards (another server now leads the
 	// consumer) cannot be compared with what was gathered before.

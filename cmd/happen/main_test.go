@@ -179,6 +179,10 @@ tests:
 	if _, _, code := run(t, nil, "rules", "test", filepath.Join(dir, "missing.yaml")); code != 1 {
 		t.Fatalf("missing file: exit %d, want 1", code)
 	}
+	// The built-in ruleset's own tests, as the docs tell users to run them.
+	if out, errOut, code := run(t, nil, "rules", "test", filepath.Join("..", "..", "rulesets", "tests")); code != 0 || !strings.Contains(out, " tests passed") {
+		t.Fatalf("rulesets/tests: exit %d\n%s\n%s", code, out, errOut)
+	}
 }
 
 func TestEngineRefusesFaultyRules(t *testing.T) {

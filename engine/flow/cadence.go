@@ -39,12 +39,16 @@ type cadence struct {
 	curHeld    bool
 	curPresent bool
 	curActive  bool
+	curAt      int64 // when it was first sampled, Unix nanoseconds
 	// A long spell that ended before the ack floor caught up waits here: it
 	// is learned once the node has finished what it held when it went
-	// quiet, and dropped if a stall begins first.
-	held      float64
-	heldNeed  uint64
-	heldValid bool
+	// quiet, and dropped if a stall begins first or AckWait passes: by
+	// then the server may have redelivered what it held, and another
+	// client's acks would pass the floor for it.
+	held       float64
+	heldNeed   uint64
+	heldBefore int64 // Unix nanoseconds
+	heldValid  bool
 }
 
 // decayed is the learned maximum at time at.
@@ -76,7 +80,7 @@ func (c *cadence) learned(cfg *Config) bool { return c.spells >= cfg.CadenceSpel
 // that crashed and came back shows neither: its pull requests died with its
 // connection, and what it held stays stranded until AckWait redelivers it.
 // Its outage must not become its normal, or the next crash goes unseen.
-func (c *cadence) endSpell(at int64, ackFloor uint64, cfg *Config) {
+func (c *cadence) endSpell(at int64, ackFloor uint64, ackWait time.Duration, cfg *Config) {
 	spell := 0.0
 	if c.curActive {
 		spell = c.cur
@@ -87,15 +91,19 @@ func (c *cadence) endSpell(at int64, ackFloor uint64, cfg *Config) {
 	case c.curHeld && ackFloor >= c.curDeliv:
 		c.learn(spell, at, cfg)
 	case c.curHeld:
-		c.held, c.heldNeed, c.heldValid = spell, c.curDeliv, true
+		if ackWait <= 0 {
+			ackWait = defaultAckWait
+		}
+		c.held, c.heldNeed, c.heldBefore, c.heldValid = spell, c.curDeliv, c.curAt+int64(ackWait), true
 	}
 	c.curActive = false
 }
 
 // sample records the silence seen at one sample with work waiting.
-func (c *cadence) sample(silence, threshold float64, delivered uint64, held, present bool) {
+func (c *cadence) sample(at int64, silence, threshold float64, delivered uint64, held, present bool) {
 	if !c.curActive {
 		c.cur, c.curThr, c.curDeliv, c.curHeld, c.curPresent, c.curActive = silence, threshold, delivered, held, present, true
+		c.curAt = at
 		return
 	}
 	c.cur = max(c.cur, silence)
@@ -107,11 +115,18 @@ func (c *cadence) sample(silence, threshold float64, delivered uint64, held, pre
 
 // settle learns a held spell once the ack floor has caught up.
 func (c *cadence) settle(at int64, ackFloor uint64, cfg *Config) {
-	if c.heldValid && ackFloor >= c.heldNeed {
+	switch {
+	case !c.heldValid:
+	case at > c.heldBefore:
+		c.heldValid = false
+	case ackFloor >= c.heldNeed:
 		c.learn(c.held, at, cfg)
 		c.heldValid = false
 	}
 }
+
+// defaultAckWait is JetStream's AckWait when a consumer sets none.
+const defaultAckWait = 30 * time.Second
 
 // stallThreshold is the rule for how long a node may be silent while work
 // waits before it is stalled: twice its learned cadence (the measured spell
@@ -132,7 +147,7 @@ func (c *cadence) settle(at int64, ackFloor uint64, cfg *Config) {
 func stallThreshold(learnedMax float64, learned, present bool, prior, floor, ackWait time.Duration) float64 {
 	capD := ackWait
 	if capD <= 0 {
-		capD = 30 * time.Second
+		capD = defaultAckWait
 	}
 	lo, hi := floor.Seconds(), max(capD.Seconds(), floor.Seconds())
 	v := 2 * learnedMax

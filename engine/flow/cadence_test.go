@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -270,5 +271,48 @@ func TestStallAcrossGapIsOne(t *testing.T) {
 	}
 	if n := nodeOf(t, st, "ORDERS", "a"); !n.Stalled || n.RecentStalls != 1 {
 		t.Fatalf("stalled=%v recentStalls=%d, want one stall throughout", n.Stalled, n.RecentStalls)
+	}
+}
+
+// Messages stranded by a crash are redelivered after AckWait and acked by
+// the new client, which passes the ack floor at last: that must not teach
+// the engine that the crash was a pause of the node's, or a later crash
+// would go unseen.
+func TestRedeliveryDoesNotTeachTheCrash(t *testing.T) {
+	w := newWorld(t, Config{})
+	a := w.add("ORDERS", "a", "")
+	down := func(i int) bool { return (i >= 10 && i < 16) || (i >= 60 && i < 66) }
+	var stalledAt []int
+	for i := 1; i <= 70; i++ {
+		st := w.tick(func() {
+			w.publish("ORDERS", 20)
+			switch {
+			case down(i):
+				if i == 10 || i == 60 { // it took a batch and died
+					a.deliver(20)
+					a.lastDelivery = w.now
+					if a.floor == 0 {
+						a.floor = a.delivered - a.ackPending
+					}
+				}
+			default:
+				a.deliver(20)
+				a.lastDelivery = w.now
+				stranded := uint64(20)
+				if i >= 45 { // redelivered after AckWait, and acked
+					stranded, a.floor = 0, 0
+				}
+				if i >= 66 {
+					stranded = 20
+				}
+				a.ack(a.ackPending-stranded, w.now)
+			}
+		})
+		if nodeOf(t, st, "ORDERS", "a").Stalled {
+			stalledAt = append(stalledAt, i)
+		}
+	}
+	if !slices.Contains(stalledAt, 62) {
+		t.Fatalf("stalled at %v: the second crash was not seen within two intervals", stalledAt)
 	}
 }

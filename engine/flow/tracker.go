@@ -590,7 +590,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	// this sample follows from what has been learned.
 	cfg := &t.cfg
 	if progressed {
-		ns.cad.endSpell(atNs, c.AckFloor, cfg)
+		ns.cad.endSpell(atNs, c.AckFloor, c.AckWait, cfg)
 	}
 	ns.cad.settle(atNs, c.AckFloor, cfg)
 	learnedMax := ns.cad.decayed(atNs, cfg.CadenceHalfLife)
@@ -603,7 +603,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		// earlier crash sits below them and holds the floor back: what is
 		// pending then is not (only) the work it has in hand.
 		held := c.NumAckPending > 0 && satAdd(c.AckFloor, c.NumAckPending) == c.Delivered
-		ns.cad.sample(nonNegSeconds(at.Sub(onset)), thr, c.Delivered, held, present)
+		ns.cad.sample(atNs, nonNegSeconds(at.Sub(onset)), thr, c.Delivered, held, present)
 	}
 
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))

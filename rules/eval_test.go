@@ -178,7 +178,36 @@ rules:
 
 // 4. cooldown: no second firing for the same node within it of the last end.
 func TestEvalCooldown(t *testing.T) {
-	e := NewEvaluator(mustSet(t, `
+	type step struct {
+		at, waiting int
+		want        string
+	}
+	for name, steps := range map[string][]step{
+		"held through the cooldown fires when it ends": {
+			{0, 50, "fire lag n1"},
+			{1, 0, "resolve lag n1"},
+			{2, 50, ""},  // cooling down
+			{10, 50, ""}, // 9s after the end
+			{11, 50, "fire lag n1"},
+		},
+		// A failure that held through its for during the cooldown is owed:
+		// it fires when the cooldown ends, even if it has cleared by then,
+		// and resolves at the next evaluation. A cooldown delays; it never
+		// swallows.
+		"over before the cooldown ends is owed": {
+			{0, 50, "fire lag n1"},
+			{1, 0, "resolve lag n1"},
+			{2, 50, ""}, // a second failure, in the cooldown
+			{3, 0, ""},  // over before the cooldown ends
+			{5, 0, ""},
+			{11, 0, "fire lag n1"}, // owed
+			{12, 0, "resolve lag n1"},
+			{13, 0, ""},
+			{30, 0, ""},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := NewEvaluator(mustSet(t, `
 version: 1
 name: t
 rules:
@@ -187,19 +216,12 @@ rules:
     cooldown: 10s
     pattern: lag
 `))
-	for _, s := range []struct {
-		at, waiting int
-		want        string
-	}{
-		{0, 50, "fire lag n1"},
-		{1, 0, "resolve lag n1"},
-		{2, 50, ""},  // cooling down
-		{10, 50, ""}, // 9s after the end
-		{11, 50, "fire lag n1"},
-	} {
-		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
-			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
-		}
+			for _, s := range steps {
+				if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
+					t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
+				}
+			}
+		})
 	}
 }
 
@@ -679,39 +701,6 @@ rules:
 	e.Leave(at(2), []snapshot.NodeKey{{Stream: "S", Consumer: "n1"}, {Stream: "S", Consumer: "n2"}})
 	if len(e.cooldowns) != 0 {
 		t.Fatalf("cooldowns %v left behind by nodes that left", e.cooldowns)
-	}
-}
-
-// A failure that held through its `for` during a cooldown is owed: it
-// fires when the cooldown ends, even if it has cleared by then, and
-// resolves at the next evaluation. A cooldown delays; it never swallows.
-func TestEvalCooldownNeverSwallows(t *testing.T) {
-	e := NewEvaluator(mustSet(t, `
-version: 1
-name: t
-rules:
-  - name: lag
-    when: node.messagesWaiting > 10
-    cooldown: 10s
-    pattern: lag
-`))
-	for _, s := range []struct {
-		at, waiting int
-		want        string
-	}{
-		{0, 50, "fire lag n1"},
-		{1, 0, "resolve lag n1"},
-		{2, 50, ""}, // a second failure, in the cooldown
-		{3, 0, ""},  // over before the cooldown ends
-		{5, 0, ""},
-		{11, 0, "fire lag n1"}, // owed
-		{12, 0, "resolve lag n1"},
-		{13, 0, ""},
-		{30, 0, ""},
-	} {
-		if got := transitions(e.Eval(at(s.at), flowState(nodeSpec{id: "n1", waiting: s.waiting}))); got != s.want {
-			t.Fatalf("t=%ds: got %q, want %q", s.at, got, s.want)
-		}
 	}
 }
 

@@ -265,10 +265,7 @@ func TestScenarioClassBatchAckersAndPausers(t *testing.T) {
 // node still open: never a crash nobody hears of.
 func TestScenarioClassFlapping(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(5)
+	w := steadyTwoZones(t, 5)
 	w.expectEvents(0, "healthy flow")
 
 	const (
@@ -436,10 +433,7 @@ func TestScenarioHealthyPushConsumers(t *testing.T) {
 // arrivals and departures, not incidents.
 func TestScenarioHealthyConsumerLifecycle(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(5)
+	w := steadyTwoZones(t, 5)
 
 	late := w.addNode("eu-4", "eu")
 	w.waitNodesSeen("eu-4")

@@ -31,12 +31,19 @@ func twoZones(t *testing.T) *world {
 	return w
 }
 
-func TestScenarioNodeFailureAndRecovery(t *testing.T) {
-	t.Parallel()
+// steadyTwoZones is twoZones with 20 msgs/s published and the engine
+// watching for ticks ticks: healthy flow, before a fault is injected.
+func steadyTwoZones(t *testing.T, ticks int) *world {
 	w := twoZones(t)
 	w.publish(20)
 	w.startEngine(nil)
-	w.ticks(5)
+	w.ticks(ticks)
+	return w
+}
+
+func TestScenarioNodeFailureAndRecovery(t *testing.T) {
+	t.Parallel()
+	w := steadyTwoZones(t, 5)
 	w.expectEvents(0, "healthy flow")
 
 	fault := time.Now()
@@ -128,10 +135,7 @@ func TestScenarioPartition(t *testing.T) {
 
 func TestScenarioBottleneck(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(5)
+	w := steadyTwoZones(t, 5)
 
 	// eu-1 still consumes, at 10/s against 20/s arriving.
 	fault := time.Now()
@@ -245,10 +249,7 @@ func TestScenarioStuckHandlerIsANodeFailure(t *testing.T) {
 // incident open before the outage neither ends nor repeats across it.
 func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(5)
+	w := steadyTwoZones(t, 5)
 	w.workers["us-3"].Kill()
 	before := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
 	health := httpapi.Handler(w.eng, prometheus.NewRegistry())
@@ -287,10 +288,7 @@ func TestScenarioServerRestartIsNotANodeFailure(t *testing.T) {
 
 func TestScenarioDeletedConsumerLeavesWithoutAlert(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(4)
+	w := steadyTwoZones(t, 4)
 
 	w.workers["us-3"].Kill()
 	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)
@@ -325,10 +323,7 @@ func TestScenarioDeletedConsumerLeavesWithoutAlert(t *testing.T) {
 // original correlationId.
 func TestScenarioIncidentSurvivesEngineRestart(t *testing.T) {
 	t.Parallel()
-	w := twoZones(t)
-	w.publish(20)
-	w.startEngine(nil)
-	w.ticks(4)
+	w := steadyTwoZones(t, 4)
 
 	w.workers["eu-2"].Kill()
 	downs := w.waitEvents(events.TypeNodeDown, 1, 20*time.Second)

@@ -171,15 +171,30 @@ func TestPushWorkerKillAndRestart(t *testing.T) {
 	if info := b.info("p"); !info.PushBound {
 		t.Fatalf("push consumer not bound: %+v", info)
 	}
+	killAndRestart(t, b, w, "p", 20, 5, func() {
+		Eventually(t, 10*time.Second, func() bool { return !b.info("p").PushBound }, "unbound after kill")
+	})
+}
+
+// killAndRestart kills w, checks that consumer's work piles up (at least
+// pile pending) with no ack while it is dead, then restarts it and checks
+// it catches up (under caughtUp pending, pile more acks). whileDead, if
+// not nil, checks more once it is dead.
+func killAndRestart(t *testing.T, b *bench, w *Worker, consumer string, pile, caughtUp uint64, whileDead func()) {
+	t.Helper()
 	w.Kill()
 	killed := w.Acks()
-	Eventually(t, 10*time.Second, func() bool { return !b.info("p").PushBound }, "unbound after kill")
-	Eventually(t, 10*time.Second, func() bool { return b.info("p").NumPending >= 20 }, "work piles up while dead")
+	if whileDead != nil {
+		whileDead()
+	}
+	Eventually(t, 10*time.Second, func() bool { return b.info(consumer).NumPending >= pile }, "work piles up while dead")
 	if w.Acks() != killed {
 		t.Fatalf("acked %d while dead", w.Acks()-killed)
 	}
 	w.Start()
-	Eventually(t, 10*time.Second, func() bool { return b.info("p").NumPending < 5 && w.Acks() > killed+20 }, "catches up after restart")
+	Eventually(t, 10*time.Second, func() bool {
+		return b.info(consumer).NumPending < caughtUp && w.Acks() > killed+int64(pile)
+	}, "catches up after restart")
 }
 
 func TestFetchWorker(t *testing.T) {
@@ -193,14 +208,7 @@ func TestFetchWorker(t *testing.T) {
 	if _, biggest := ackGaps(w, time.Second); biggest < 5 {
 		t.Fatalf("largest ack step %d, want batches of about 10", biggest)
 	}
-	w.Kill()
-	killed := w.Acks()
-	Eventually(t, 10*time.Second, func() bool { return b.info("f").NumPending >= 40 }, "work piles up while dead")
-	if w.Acks() != killed {
-		t.Fatalf("acked %d while dead", w.Acks()-killed)
-	}
-	w.Start()
-	Eventually(t, 10*time.Second, func() bool { return b.info("f").NumPending < 20 && w.Acks() > killed+40 }, "catches up after restart")
+	killAndRestart(t, b, w, "f", 40, 20, nil)
 }
 
 func TestKilledBatchAckerLosesWhatItHeld(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,7 +131,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		downs:   map[string]events.Envelope{},
 		errSeen: map[string]time.Time{},
 	}
-	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError), rules.WithTolerance(cfg.Interval/2))
+	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError), rules.ForInterval(cfg.Interval))
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
 	e.view.Store(&view{reason: "starting"})
 	return e
@@ -301,7 +300,6 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 		return
 	}
 	defer e.persist(ctx, trs)
-	byKey := indexNodes(st)
 	for _, tr := range trs {
 		inc := tr.Incident
 		r := inc.Rule
@@ -310,12 +308,12 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 		var key string
 		switch {
 		case tr.Kind == rules.Fire && r.Emit == events.TypeNodeDown:
-			n := byKey[tr.Node]
-			key = nodeID(n, tr.Node)
+			n := st.Node(tr.Node)
+			key = st.NodeID(tr.Node)
 			p := events.NodeDown{
 				NodeID: key, Pattern: r.Pattern, Rule: r.Name, Level: r.Level,
 				Stream: tr.Node.Stream, Consumer: tr.Node.Consumer,
-				AffectedNodes: e.nodeIDs(inc.Nodes, byKey),
+				AffectedNodes: st.NodeIDs(inc.Nodes),
 			}
 			if n != nil {
 				p.Group = n.Group
@@ -328,7 +326,7 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 			sys := st.System
 			env = e.publish(events.TypeSystemDown, events.SystemDown{
 				Level: r.Level, Pattern: r.Pattern, Rule: r.Name,
-				AffectedNodes: e.nodeIDs(inc.Nodes, byKey),
+				AffectedNodes: st.NodeIDs(inc.Nodes),
 				Metrics: events.SystemMetrics{
 					Nodes: sys.Nodes, LaggingNodes: sys.LaggingNodes, LaggingFraction: sys.LaggingFraction,
 					MessagesWaiting: sys.MessagesWaiting, PublishRate: sys.PublishRate,
@@ -341,7 +339,7 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 			delete(e.downs, downKey)
 			secs := tr.At.Sub(inc.Since).Seconds()
 			if r.Emit == events.TypeNodeDown {
-				key = nodeID(byKey[tr.Node], tr.Node)
+				key = st.NodeID(tr.Node)
 				if down.Type != "" {
 					var p events.NodeDown
 					if down.Decode(&p) == nil {
@@ -443,30 +441,6 @@ func (e *Engine) evalCount(st *flow.State) int {
 		}
 	}
 	return n
-}
-
-func (e *Engine) nodeIDs(keys []flow.NodeKey, byKey map[flow.NodeKey]*flow.Node) []string {
-	ids := make([]string, 0, len(keys))
-	for _, k := range keys {
-		ids = append(ids, nodeID(byKey[k], k))
-	}
-	sort.Strings(ids)
-	return ids
-}
-
-func nodeID(n *flow.Node, k flow.NodeKey) string {
-	if n != nil && n.ID != "" {
-		return n.ID
-	}
-	return k.Consumer
-}
-
-func indexNodes(st *flow.State) map[flow.NodeKey]*flow.Node {
-	m := make(map[flow.NodeKey]*flow.Node, len(st.Nodes))
-	for i := range st.Nodes {
-		m[st.Nodes[i].Key] = &st.Nodes[i]
-	}
-	return m
 }
 
 func lagMetrics(n *flow.Node) events.LagMetrics {

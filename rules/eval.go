@@ -147,6 +147,10 @@ func WithIDs(f func() string) EvalOption { return func(e *Evaluator) { e.newID =
 // interval means the next tick, not the next or the one after at random.
 func WithTolerance(d time.Duration) EvalOption { return func(e *Evaluator) { e.tolerance = d } }
 
+// ForInterval configures an evaluator run every interval, as the engine
+// runs it: durations count within half an interval (WithTolerance).
+func ForInterval(interval time.Duration) EvalOption { return WithTolerance(interval / 2) }
+
 // held reports whether d has passed from since to now, within tolerance.
 func (e *Evaluator) held(now, since time.Time, d time.Duration) bool {
 	return now.Sub(since) >= d-e.tolerance

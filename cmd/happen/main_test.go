@@ -159,7 +159,7 @@ tests:
 	for _, want := range []string{
 		"FAIL " + failing + ":3:11: one node stops consuming",
 		"expected, not emitted:\n    " + failing + ":15:9: at 5s: node.down node=eu-1 pattern=node-failure incident=a",
-		"emitted, not expected:\n    at 1",
+		"emitted, not expected:\n    at 17s: node.down node=eu-1 pattern=node-failure",
 		"ok   " + good,
 	} {
 		if !strings.Contains(out, want) {

@@ -113,6 +113,10 @@ func (c *cadence) sample(at int64, silence, threshold float64, delivered uint64,
 	c.curPresent = c.curPresent && present
 }
 
+// stallBegan drops a held spell: a stall that begins before a long spell
+// was settled says that spell was no rhythm of the node's.
+func (c *cadence) stallBegan() { c.heldValid = false }
+
 // settle learns a held spell once the ack floor has caught up.
 func (c *cadence) settle(at int64, ackFloor uint64, cfg *Config) {
 	switch {
@@ -201,6 +205,13 @@ func (s *stalls) sinceStall(at int64, observedSince time.Time) float64 {
 		return nonNegSeconds(time.Duration(at - s.endAt))
 	}
 	return nonNegSeconds(time.Unix(0, at).Sub(observedSince))
+}
+
+// unvouched is true while a node with work waiting has shown no progress
+// since watching began at observedSince, and has not been watched for its
+// threshold yet: whether it is stalled is unknown.
+func unvouched(waiting int, at, progress, observedSince time.Time, threshold float64) bool {
+	return waiting > 0 && !progress.After(observedSince) && at.Sub(observedSince).Seconds() < threshold
 }
 
 // isIdle is the Idle rule: nothing waiting and no progress within the

@@ -316,3 +316,19 @@ func TestRedeliveryDoesNotTeachTheCrash(t *testing.T) {
 		t.Fatalf("stalled at %v: the second crash was not seen within two intervals", stalledAt)
 	}
 }
+
+// A dead node seen afresh (a new engine, after a restart) is never judged
+// healthy on the strength of a silence that began before the engine could
+// see it: it is warming until its threshold has passed, then stalled.
+func TestDeadNodeSeenAfreshIsNeverHealthy(t *testing.T) {
+	w := newWorld(t, Config{})
+	a := w.add("ORDERS", "a", "")
+	a.lastAck = w.now.Add(-time.Minute) // it died a minute ago
+	a.pending = 500
+	for i := 1; i <= 20; i++ {
+		st := w.tick(func() { w.publish("ORDERS", 20) })
+		if n := nodeOf(t, st, "ORDERS", "a"); !n.Warming && !n.Stalled {
+			t.Fatalf("t=%d: a dead node judged neither warming nor stalled (threshold %v)", i, n.StallThreshold)
+		}
+	}
+}

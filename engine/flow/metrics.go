@@ -187,17 +187,64 @@ func rise(rate, baseline float64) float64 {
 }
 
 // median is the middle of xs (the mean of the two middles for an even
-// count), 1 for none: no node, no rise. xs is reordered.
+// count), 1 for none: no node, no rise. xs is reordered. It runs every
+// tick over every judged node, so it selects rather than sorts: linear
+// time on average.
 func median(xs []float64) float64 {
 	n := len(xs)
 	if n == 0 {
 		return 1
 	}
-	slices.Sort(xs)
+	hi := nth(xs, n/2)
 	if n%2 == 1 {
-		return xs[n/2]
+		return hi
 	}
-	return (xs[n/2-1] + xs[n/2]) / 2
+	// nth left the n/2 smallest values in xs[:n/2]: the other middle is
+	// the largest of them.
+	return (slices.Max(xs[:n/2]) + hi) / 2
+}
+
+// nth reorders xs so that xs[k] is the value a sort would put there, with
+// no larger value before it and no smaller one after it, and returns it
+// (Hoare's selection, with the middle of three as the pivot).
+func nth(xs []float64, k int) float64 {
+	lo, hi := 0, len(xs)-1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if xs[mid] < xs[lo] {
+			xs[mid], xs[lo] = xs[lo], xs[mid]
+		}
+		if xs[hi] < xs[lo] {
+			xs[hi], xs[lo] = xs[lo], xs[hi]
+		}
+		if xs[hi] < xs[mid] {
+			xs[hi], xs[mid] = xs[mid], xs[hi]
+		}
+		pivot := xs[mid]
+		i, j := lo, hi
+		for i <= j {
+			for xs[i] < pivot {
+				i++
+			}
+			for xs[j] > pivot {
+				j--
+			}
+			if i <= j {
+				xs[i], xs[j] = xs[j], xs[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return xs[k]
+		}
+	}
+	return xs[k]
 }
 
 // ewma is the baseline rule (AckRateBaseline, ArrivalRateBaseline,

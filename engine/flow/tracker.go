@@ -143,13 +143,12 @@ type Tracker struct {
 	alphaHL  time.Duration
 	alphaVal float64
 
-	pubBaseline    float64
-	pubBaselineSet bool
-	// arrBaseline is the slow baseline of the system's arrival rate,
-	// learning under the same rule as pubBaseline.
-	arrBaseline  float64
-	baselineFrom time.Time // when the system's baselines began learning
-	prevTick     time.Time
+	// The system's slow baselines of its publish and arrival rates, which
+	// learn together: from baselineFrom, while most nodes keep up.
+	pubBaseline, arrBaseline float64
+	sysBaselineSet           bool
+	baselineFrom             time.Time
+	prevTick                 time.Time
 }
 
 // nodeState is what the Tracker remembers of one node between updates.
@@ -321,13 +320,13 @@ func (t *Tracker) Update(s Snapshot) *State {
 		if t.prevTick.IsZero() {
 			dt = 0
 		}
-		if !t.pubBaselineSet {
+		if !t.sysBaselineSet {
 			t.baselineFrom = s.At
 		}
 		alpha := ewmaAlpha(dt, baselineHalfLife(s.At.Sub(t.baselineFrom), t.cfg.BaselineHalfLife))
-		t.pubBaseline = ewma(t.pubBaseline, pubRate, alpha, t.pubBaselineSet)
-		t.arrBaseline = ewma(t.arrBaseline, st.System.ArrivalRate, alpha, t.pubBaselineSet)
-		t.pubBaselineSet = true
+		t.pubBaseline = ewma(t.pubBaseline, pubRate, alpha, t.sysBaselineSet)
+		t.arrBaseline = ewma(t.arrBaseline, st.System.ArrivalRate, alpha, t.sysBaselineSet)
+		t.sysBaselineSet = true
 	}
 	t.prevTick = s.At
 	st.System.PublishRateBaseline = t.pubBaseline
@@ -608,7 +607,13 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 
 	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
 	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, ns.created, ns.observedSince)
-	n.Warming = isWarming(at, ns.warmUntil)
+	// A node with work waiting that has made no progress since watching
+	// (re)began cannot be judged until it has been watched for its stall
+	// threshold: its silence began before the engine could see it, so
+	// "not stalled yet" would be a guess. An incident kept across an
+	// engine restart must not end on that guess.
+	n.Warming = isWarming(at, ns.warmUntil) ||
+		unvouched(n.MessagesWaiting, at, progress, ns.observedSince, thr)
 	n.StallThreshold = thr
 	n.CadenceLearned = learned
 	if learned {
@@ -619,9 +624,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		n.StallOnset = onset
 		n.StalledSeconds = nonNegSeconds(at.Sub(onset))
 		if !ns.stalls.in {
-			// A stall that begins before a long spell was settled says
-			// that spell was no rhythm of the node's.
-			ns.cad.heldValid = false
+			ns.cad.stallBegan()
 		}
 	}
 	// A node that cannot be judged (warming after a gap, a failover or the
@@ -794,7 +797,9 @@ func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
 	}
 	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.JudgedNodes)
 	sys.StalledFraction = fraction(sys.StalledNodes, sys.JudgedNodes)
-	sys.FallingBehindFraction = fraction(sys.FallingBehindNodes, sys.JudgedNodes)
+	// Over the judged nodes still consuming: one that died during an
+	// overload is its own incident, and must not dilute the overload.
+	sys.FallingBehindFraction = fraction(sys.FallingBehindNodes, sys.JudgedNodes-sys.StalledNodes)
 	sys.ArrivalRise = median(t.rises)
 	t.rises = t.rises[:0]
 

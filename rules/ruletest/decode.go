@@ -84,8 +84,13 @@ func (d *decoder) document(data []byte) (root *yaml.Node) {
 		return nil
 	}
 	var next yaml.Node
-	if dec.Decode(&next) == nil {
+	switch err := dec.Decode(&next); {
+	case err == nil:
 		d.errorf(&next, "a test file holds one YAML document, found a second")
+	case !errors.Is(err, io.EOF):
+		// A broken second document is a broken file, as for a ruleset.
+		line, msg := yamlx.SyntaxFault(data, err)
+		d.diags = append(d.diags, rules.Diagnostic{Pos: rules.Position{File: d.file, Line: line, Col: 1}, Msg: "yaml: " + msg})
 	}
 	return doc.Content[0]
 }

@@ -169,6 +169,71 @@ tests:
 	}
 }
 
+// A node that left keeps the id it went down with (its happen.node
+// metadata), though it is no longer in the listing.
+func TestNodeLeavesWithItsID(t *testing.T) {
+	path := write(t, "t.yaml", `rules: [builtin]
+tests:
+  - name: a failed node with a metadata id is deleted
+    duration: 40s
+    streams:
+      ORDERS: 0+20x40
+    nodes:
+      eu-1:
+        id: orders-eu-1
+        group: eu
+        delivered: 0+20x15 300x14
+        pending:   0x15 20+20x14
+        waitingPulls: 1x15 0x14
+      eu-2: {group: eu, delivered: 0+20x40}
+      us-1: {group: us, delivered: 0+20x40}
+    expect:
+      - {at: 17s..25s, type: node.down, node: orders-eu-1, pattern: node-failure, incident: a}
+      - {at: 31s, type: node.up, node: orders-eu-1, reason: left, incident: a}
+`)
+	if res := runFile(t, path)[0]; !res.Passed() {
+		t.Fatal(res.Report())
+	}
+}
+
+// A node that is down and then cannot be read is unobserved, not gone: its
+// incident stays open (no node.up, reason left).
+func TestDownThenUnobservedStaysDown(t *testing.T) {
+	path := write(t, "t.yaml", `rules: [builtin]
+tests:
+  - name: a failed node becomes unreadable
+    duration: 40s
+    streams:
+      ORDERS: 0+20x40
+    nodes:
+      eu-1:
+        id: orders-eu-1
+        group: eu
+        delivered:    0+20x15 300x10 _x15
+        pending:      0x15 20+20x10 _x15
+        waitingPulls: 1x15 0x10 _x15
+      eu-2: {group: eu, delivered: 0+20x40}
+      us-1: {group: us, delivered: 0+20x40}
+    expect:
+      - {at: 17s..20s, type: node.down, node: orders-eu-1, pattern: node-failure}
+`)
+	if res := runFile(t, path)[0]; !res.Passed() {
+		t.Fatal(res.Report())
+	}
+}
+
+// A broken second YAML document is a broken file, not a passing one.
+func TestBrokenSecondDocument(t *testing.T) {
+	good := "rules: [builtin]\ntests:\n  - name: x\n    duration: 2s\n    streams: {S: 0x2}\n    nodes: {eu-1: {}}\n"
+	if _, err := Load(write(t, "good.yaml", good)); err != nil {
+		t.Fatalf("the first document alone: %v", err)
+	}
+	path := write(t, "t.yaml", good+"---\nfoo: [bar\n")
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "t.yaml:") || !strings.Contains(err.Error(), "yaml: ") {
+		t.Fatalf("Load = %v, want a file:line:col YAML syntax error", err)
+	}
+}
+
 func TestUnobservedIsNotDown(t *testing.T) {
 	// A node that cannot be read for a while is neither healthy nor down,
 	// and is watched afresh (warming) when it is back.

@@ -180,7 +180,6 @@ func (f *File) run(tc *Test) *Result {
 // nodeState is what the runner keeps of a node between ticks to stamp
 // LastAck as the server would.
 type nodeState struct {
-	seen    bool
 	acked   uint64
 	lastAck time.Time
 }
@@ -192,7 +191,7 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 	tr := flow.NewTracker(flow.ForInterval(interval))
 	n := 0
 	ev := rules.NewEvaluator(set,
-		rules.WithTolerance(interval/2),
+		rules.ForInterval(interval),
 		rules.WithIDs(func() string { n++; return "#" + strconv.Itoa(n) }),
 		rules.OnError(onError))
 
@@ -231,10 +230,10 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 				ackPending = delivered - acked
 			}
 			s := &state[k]
-			if (!s.seen && acked > 0) || (s.seen && acked > s.acked) {
+			if acked > s.acked {
 				s.lastAck = at
 			}
-			s.seen, s.acked = true, acked
+			s.acked = acked
 			snap.Consumers = append(snap.Consumers, flow.ConsumerSample{
 				Key: key, NodeID: ns.id, Group: ns.group,
 				At: at, Created: created,
@@ -259,26 +258,14 @@ func toEvents(at time.Duration, trs []rules.Transition, st *flow.State, byKey ma
 	if len(trs) == 0 {
 		return nil
 	}
-	present := make(map[flow.NodeKey]*flow.Node, len(st.Nodes))
-	for i := range st.Nodes {
-		present[st.Nodes[i].Key] = &st.Nodes[i]
-	}
+	// A node that left is no longer in st: it keeps the id its test gave it.
 	id := func(k flow.NodeKey) string {
-		if n := present[k]; n != nil && n.ID != "" {
-			return n.ID
+		if st.Node(k) == nil {
+			if ns := byKey[k]; ns != nil {
+				return ns.id
+			}
 		}
-		if ns := byKey[k]; ns != nil {
-			return ns.id
-		}
-		return k.Consumer
-	}
-	ids := func(keys []flow.NodeKey) []string {
-		out := make([]string, len(keys))
-		for i, k := range keys {
-			out[i] = id(k)
-		}
-		sort.Strings(out)
-		return out
+		return st.NodeID(k)
 	}
 	out := make([]Event, 0, len(trs))
 	for _, tr := range trs {
@@ -287,12 +274,12 @@ func toEvents(at time.Duration, trs []rules.Transition, st *flow.State, byKey ma
 		e := Event{At: at, Pattern: r.Pattern, Rule: r.Name, Incident: inc.ID}
 		switch {
 		case tr.Kind == rules.Fire && r.Emit == events.TypeNodeDown:
-			e.Type, e.Node, e.Level, e.Nodes = events.TypeNodeDown, id(tr.Node), r.Level, ids(inc.Nodes)
-			if n := present[tr.Node]; n != nil {
+			e.Type, e.Node, e.Level, e.Nodes = events.TypeNodeDown, id(tr.Node), r.Level, st.NodeIDs(inc.Nodes)
+			if n := st.Node(tr.Node); n != nil {
 				e.Group = n.Group
 			}
 		case tr.Kind == rules.Fire:
-			e.Type, e.Level, e.Nodes = events.TypeSystemDown, r.Level, ids(inc.Nodes)
+			e.Type, e.Level, e.Nodes = events.TypeSystemDown, r.Level, st.NodeIDs(inc.Nodes)
 		case r.Emit == events.TypeNodeDown:
 			e.Type, e.Node, e.Reason = events.TypeNodeUp, id(tr.Node), tr.Reason
 		default:
@@ -315,12 +302,9 @@ func toEvents(at time.Duration, trs []rules.Transition, st *flow.State, byKey ma
 	return out
 }
 
-// incidentLess orders #2 before #10.
+// incidentLess orders #2 before #10: the runner names incidents #1, #2...
 func incidentLess(a, b string) bool {
-	x, errA := strconv.Atoi(strings.TrimPrefix(a, "#"))
-	y, errB := strconv.Atoi(strings.TrimPrefix(b, "#"))
-	if errA != nil || errB != nil {
-		return a < b
-	}
+	x, _ := strconv.Atoi(strings.TrimPrefix(a, "#"))
+	y, _ := strconv.Atoi(strings.TrimPrefix(b, "#"))
 	return x < y
 }

@@ -4,7 +4,11 @@
 // needs the other's internals.
 package snapshot
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // NodeKey identifies a consumer on the wire. Node ids come from metadata and
 // may collide; the key never does.
@@ -127,9 +131,11 @@ type System struct {
 	Nodes int `expr:"nodes" json:"nodes"`
 	// JudgedNodes are the nodes whose state can be judged (not idle, not
 	// warming); every fraction below is over JudgedNodes.
-	JudgedNodes           int     `expr:"judgedNodes" json:"judgedNodes"`
-	IdleNodes             int     `expr:"idleNodes" json:"idleNodes"`
-	FallingBehindNodes    int     `expr:"fallingBehindNodes" json:"fallingBehindNodes"`
+	JudgedNodes        int `expr:"judgedNodes" json:"judgedNodes"`
+	IdleNodes          int `expr:"idleNodes" json:"idleNodes"`
+	FallingBehindNodes int `expr:"fallingBehindNodes" json:"fallingBehindNodes"`
+	// FallingBehindFraction is over the judged nodes not stalled: those
+	// still consuming, which alone can be short of capacity.
 	FallingBehindFraction float64 `expr:"fallingBehindFraction" json:"fallingBehindFraction"`
 	LaggingNodes          int     `expr:"laggingNodes" json:"laggingNodes"`
 	LaggingFraction       float64 `expr:"laggingFraction" json:"laggingFraction"`
@@ -163,6 +169,40 @@ type State struct {
 	Left []NodeKey
 
 	none Group // what ungrouped nodes see
+}
+
+// Node returns the observed node with key k, or nil. Nodes are sorted by
+// key.
+func (s *State) Node(k NodeKey) *Node {
+	i, ok := slices.BinarySearchFunc(s.Nodes, k, func(n Node, k NodeKey) int {
+		if c := strings.Compare(n.Key.Stream, k.Stream); c != 0 {
+			return c
+		}
+		return strings.Compare(n.Key.Consumer, k.Consumer)
+	})
+	if !ok {
+		return nil
+	}
+	return &s.Nodes[i]
+}
+
+// NodeID is the id events give the node with key k: its metadata id when
+// it is observed, else the consumer's name.
+func (s *State) NodeID(k NodeKey) string {
+	if n := s.Node(k); n != nil && n.ID != "" {
+		return n.ID
+	}
+	return k.Consumer
+}
+
+// NodeIDs is NodeID of every key, sorted: an event's affectedNodes.
+func (s *State) NodeIDs(keys []NodeKey) []string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = s.NodeID(k)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // GroupOf returns the group of n, or the zero Group for an ungrouped node.

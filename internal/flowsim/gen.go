@@ -34,7 +34,6 @@ type Outcome struct {
 	// partition: every node of the cut group, idle members included;
 	// overload+node-failure: the node that crashed during the overload.
 	Nodes []string
-	Group string // partition: the cut group
 	// At is the onset: the crash, the cut, the slowdown (its lag climbs
 	// from then), or for overload the time by which publishing had passed
 	// the capacity of most nodes (for a spike, the spike itself).
@@ -70,18 +69,7 @@ func Healthy(rng *rand.Rand) Scenario {
 // overload, or flapping.
 func Faulty(rng *rand.Rand) (Scenario, Outcome) {
 	kinds := []Kind{KindNodeFailure, KindPartition, KindBottleneck, KindOverload, KindNested, KindFlapping}
-	switch k := kinds[rng.IntN(len(kinds))]; k {
-	case KindNodeFailure:
-		return nodeFailure(rng)
-	case KindPartition:
-		return partition(rng)
-	case KindBottleneck:
-		return bottleneck(rng)
-	case KindFlapping:
-		return flapping(rng)
-	default:
-		return overload(rng, k == KindNested)
-	}
+	return FaultyOf(rng, kinds[rng.IntN(len(kinds))])
 }
 
 // FaultyOf is Faulty restricted to one kind.
@@ -122,7 +110,6 @@ type builder struct {
 	groups   []string
 	members  map[string][]string
 	growth   map[string]float64 // stream -> peak multiplier of its healthy growth
-	busy     map[string]bool    // nodes that work continuously and ack each message
 	nStream  map[PublishKind]int
 }
 
@@ -132,7 +119,6 @@ func newBuilder(rng *rand.Rand, overload bool) *builder {
 		overload: overload,
 		members:  map[string][]string{},
 		growth:   map[string]float64{},
-		busy:     map[string]bool{},
 		nStream:  map[PublishKind]int{},
 	}
 	b.sc.Seed = rng.Uint64()
@@ -344,7 +330,6 @@ func (b *builder) busyNode(g string, lo, hi float64) *Consumer {
 	}
 	c := Consumer{ID: b.nodeID(g), Group: g, Stream: st.Name, Shape: "busy",
 		Capacity: b.uniform(lo, hi) * st.Publish.Rate}
-	b.busy[c.ID] = true
 	b.sc.Consumers = append(b.sc.Consumers, c)
 	return &b.sc.Consumers[len(b.sc.Consumers)-1]
 }
@@ -474,7 +459,7 @@ func partition(rng *rand.Rand) (Scenario, Outcome) {
 	b.sc.Duration = at + 40*time.Second
 	b.sc.Name = fmt.Sprintf("partition of %s (%d nodes) at %v: %s", g, len(b.members[g]), at, b.summary())
 	o := b.outcome(KindPartition, b.members[g]...)
-	o.Group, o.At = g, at
+	o.At = at
 	return b.finish(), o
 }
 
@@ -519,7 +504,7 @@ func flapping(rng *rand.Rand) (Scenario, Outcome) {
 }
 
 // overload: publishing on every stream rises by 3–5×, at once or over
-// 60–120s, past the capacity of at least two thirds of the nodes; nested
+// 60–120s, past the capacity of more than half the nodes; nested
 // adds the crash of one busy overwhelmed node 20–30s into it.
 func overload(rng *rand.Rand, nested bool) (Scenario, Outcome) {
 	b := newBuilder(rng, true)

@@ -179,9 +179,6 @@ type Consumer struct {
 	// DeletedAt is when it is deleted, since the start; 0 = never. From
 	// then on it is absent from snapshots.
 	DeletedAt time.Duration
-	// DeliverAll makes a consumer created during the run start from the
-	// stream's first message instead of new ones.
-	DeliverAll bool
 }
 
 // Defaults of Consumer.

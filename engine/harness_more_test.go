@@ -2,9 +2,11 @@ package engine_test
 
 import (
 	"context"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/happen-dev/happen/engine"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,7 +25,8 @@ func (w *world) addStream(name string, subjects ...string) {
 	}
 }
 
-// nodeConfig is the consumer of node id in group, as addNodeOn makes it.
+// nodeConfig is the consumer of node id in group, as every node of the
+// harness has it.
 func nodeConfig(id, group string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: id, AckPolicy: jetstream.AckExplicitPolicy,
@@ -65,6 +68,7 @@ func (w *world) addFetchNode(id, group string, batch int, maxWait time.Duration)
 	return w.track(id, testutil.StartFetchWorker(w.t, w.url, stream, id, batch, maxWait))
 }
 
+// track makes wk the worker of node id.
 func (w *world) track(id string, wk *testutil.Worker) *testutil.Worker {
 	w.mu.Lock()
 	w.workers[id] = wk
@@ -79,9 +83,9 @@ func (w *world) worker(id string) *testutil.Worker {
 	return w.workers[id]
 }
 
-// deleteNode deletes node id's consumer on stream, as an operator retiring
+// deleteNode deletes node id's consumer on ORDERS, as an operator retiring
 // a service does, then stops its worker, which has nothing left to read.
-func (w *world) deleteNode(stream, id string) {
+func (w *world) deleteNode(id string) {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -100,16 +104,10 @@ func (w *world) publishBatches(n int, every, jitter time.Duration) *testutil.Bat
 }
 
 // quietFor waits n ticks and fails if any event was emitted, from the
-// engine's start on.
+// engine's start on; it fails as soon as one is.
 func (w *world) quietFor(n int, what string) {
 	w.t.Helper()
-	start := w.eng.Status().At
-	testutil.Eventually(w.t, time.Duration(n+10)*2*time.Second, func() bool {
-		if len(w.all()) > 0 {
-			return true // fail below, at once
-		}
-		return w.eng.Status().At.Sub(start) >= time.Duration(n)*time.Second-100*time.Millisecond
-	}, "%d engine ticks", n)
+	w.ticksUnless(n, func() bool { return len(w.all()) > 0 })
 	if evs := w.all(); len(evs) != 0 {
 		w.t.Fatalf("%s emitted: %s", what, summary(evs))
 	}
@@ -132,6 +130,50 @@ func (w *world) waitNodesSeen(ids ...string) {
 	}, "engine sees %v", ids)
 }
 
+// waitNodeGone waits until the engine no longer lists node id: it saw the
+// consumer deleted.
+func (w *world) waitNodeGone(id string) {
+	w.t.Helper()
+	testutil.Eventually(w.t, 5*time.Second, func() bool {
+		_, ok := w.nodeStatus(id)
+		return !ok
+	}, "deleted node %s leaves /api/status", id)
+}
+
+// nodeStatus is node id as the engine last saw it, and whether it lists it.
+func (w *world) nodeStatus(id string) (engine.NodeStatus, bool) {
+	for _, n := range w.eng.Status().Nodes {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return engine.NodeStatus{}, false
+}
+
+// expectAcked fails unless each worker of ids (every worker if none)
+// acked at least published-behind: everything published but the last
+// moment's.
+func (w *world) expectAcked(published, behind int64, ids ...string) {
+	w.t.Helper()
+	w.mu.Lock()
+	if len(ids) == 0 {
+		ids = slices.Sorted(maps.Keys(w.workers))
+	}
+	workers := make([]*testutil.Worker, len(ids))
+	for i, id := range ids {
+		workers[i] = w.workers[id]
+	}
+	w.mu.Unlock()
+	for i, wk := range workers {
+		if wk == nil {
+			w.t.Fatalf("no worker %s", ids[i])
+		}
+		if a := wk.Acks(); a < published-behind {
+			w.t.Fatalf("%s acked %d of %d published, want at least %d", ids[i], a, published, published-behind)
+		}
+	}
+}
+
 // at is when e was emitted, by the engine's clock (the test's: one
 // process).
 func at(e events.Envelope) time.Time { return time.UnixMilli(e.Context.Timestamp) }
@@ -146,10 +188,4 @@ func (w *world) laggingNodes(min int) int {
 		}
 	}
 	return n
-}
-
-func sortedCopy(s []string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
-	return out
 }

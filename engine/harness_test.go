@@ -103,20 +103,8 @@ func (w *world) addNodeVia(url, id, group string) *testutil.Worker {
 // addNodeOn is addNodeVia for a consumer of another stream.
 func (w *world) addNodeOn(url, stream, id, group string) *testutil.Worker {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	md := map[string]string{"happen.group": group}
-	if _, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable: id, AckPolicy: jetstream.AckExplicitPolicy,
-		Metadata: md, AckWait: 30 * time.Second, MaxAckPending: 1000,
-	}); err != nil {
-		w.t.Fatal(err)
-	}
-	wk := testutil.StartWorker(w.t, url, stream, id)
-	w.mu.Lock()
-	w.workers[id] = wk
-	w.mu.Unlock()
-	return wk
+	w.addConsumer(stream, id, group)
+	return w.track(id, testutil.StartWorker(w.t, url, stream, id))
 }
 
 // startEngine runs the engine with the built-in rules (or set) at a 1s
@@ -173,8 +161,17 @@ func defaultSet(t testing.TB) *rules.Set {
 // ticks waits until the engine has completed n more ticks.
 func (w *world) ticks(n int) {
 	w.t.Helper()
+	w.ticksUnless(n, nil)
+}
+
+// ticksUnless is ticks, returning early once stop (if not nil) holds.
+func (w *world) ticksUnless(n int, stop func() bool) {
+	w.t.Helper()
 	start := w.eng.Status().At
 	testutil.Eventually(w.t, time.Duration(n+10)*2*time.Second, func() bool {
+		if stop != nil && stop() {
+			return true
+		}
 		return w.eng.Status().At.Sub(start) >= time.Duration(n)*time.Second-100*time.Millisecond
 	}, "%d engine ticks", n)
 }
@@ -189,10 +186,25 @@ func (w *world) expectEvents(n int, what string) {
 }
 
 // waitNodeDown waits for the first node.down and returns it decoded.
-func (w *world) waitNodeDown(within time.Duration) (events.Envelope, events.NodeDown) {
+func (w *world) waitNodeDown(within time.Duration) events.NodeDown {
 	w.t.Helper()
-	env := w.waitEvents(events.TypeNodeDown, 1, within)[0]
-	return env, nodeDowns(w.t, []events.Envelope{env})[0]
+	return decode[events.NodeDown](w.t, w.waitEvents(events.TypeNodeDown, 1, within)[0])
+}
+
+// waitSystemDown waits for the first system.down and returns it decoded.
+func (w *world) waitSystemDown(within time.Duration) events.SystemDown {
+	w.t.Helper()
+	return decode[events.SystemDown](w.t, w.waitEvents(events.TypeSystemDown, 1, within)[0])
+}
+
+// decode is e's payload as a T, failing the test if it is not one.
+func decode[T any](t testing.TB, e events.Envelope) T {
+	t.Helper()
+	var p T
+	if err := e.Decode(&p); err != nil {
+		t.Fatalf("%s payload: %v: %s", e.Type, err, e.Payload)
+	}
+	return p
 }
 
 func (w *world) all() []events.Envelope {
@@ -234,9 +246,7 @@ func nodeDowns(t testing.TB, evs []events.Envelope) []events.NodeDown {
 	t.Helper()
 	out := make([]events.NodeDown, len(evs))
 	for i := range evs {
-		if err := evs[i].Decode(&out[i]); err != nil {
-			t.Fatal(err)
-		}
+		out[i] = decode[events.NodeDown](t, evs[i])
 	}
 	return out
 }

@@ -50,7 +50,6 @@ type Worker struct {
 	pauseFor   atomic.Int64 // nanoseconds of each scheduled pause
 	pauseEvery atomic.Int64 // nanoseconds between the starts of scheduled pauses
 	acks       atomic.Int64
-	received   atomic.Int64
 	batches    atomic.Int64
 	pauses     atomic.Int64
 
@@ -63,11 +62,17 @@ type Worker struct {
 	lastPause  int64     // PauseEvery: index of the last pause counted
 	flushOnce  sync.Once
 
-	mu   sync.Mutex
+	mu  sync.Mutex
+	run *run // nil while not running
+}
+
+// run is one connection of a worker and its consumption, from Start to
+// Kill or Stop.
+type run struct {
 	nc   *nats.Conn
-	cc   jetstream.ConsumeContext
-	quit context.CancelFunc // kindFetch: ends the loop
-	done chan struct{}      // kindFetch: closed when the loop has ended
+	cc   jetstream.ConsumeContext // kindConsume, kindPush
+	quit context.CancelFunc       // kindFetch: ends the loop
+	done chan struct{}            // kindFetch: closed when the loop has ended
 }
 
 // StartWorker starts consuming stream/consumer, a pull consumer, with a
@@ -102,54 +107,55 @@ func startWorker(t testing.TB, w *Worker) *Worker {
 	return w
 }
 
-// Start (re)connects and consumes.
+// Start (re)connects and consumes. It fails the test if the worker is
+// already running: a second connection would consume beside the first,
+// and nothing would ever end it.
 func (w *Worker) Start() {
 	w.t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.run != nil {
+		w.t.Fatalf("worker %s started while running", w.consumer)
+	}
 	nc, err := nats.Connect(w.url, nats.Name("worker-"+w.consumer), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if err != nil {
 		w.t.Fatalf("worker %s connect: %v", w.consumer, err)
 	}
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	fail := func(what string, err error) {
 		nc.Close()
 		w.t.Fatalf("worker %s %s: %v", w.consumer, what, err)
 	}
-	switch w.kind {
-	case kindPush:
+	js, err := jetstream.New(nc)
+	if err != nil {
+		fail("jetstream", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := &run{nc: nc}
+	if w.kind == kindPush {
 		c, err := js.PushConsumer(ctx, w.stream, w.consumer)
 		if err != nil {
 			fail("push consumer", err)
 		}
-		cc, err := c.Consume(w.handle)
-		if err != nil {
+		if r.cc, err = c.Consume(w.handle); err != nil {
 			fail("push consume", err)
 		}
-		w.cc = cc
-	case kindFetch:
-		c, err := js.Consumer(ctx, w.stream, w.consumer)
-		if err != nil {
-			fail("consumer", err)
-		}
-		var loop context.Context
-		loop, w.quit = context.WithCancel(context.Background())
-		w.done = make(chan struct{})
-		go w.fetchLoop(loop, c, w.done)
-	default:
-		c, err := js.Consumer(ctx, w.stream, w.consumer)
-		if err != nil {
-			fail("consumer", err)
-		}
-		cc, err := c.Consume(w.handle, jetstream.PullMaxMessages(20), jetstream.PullExpiry(5*time.Second))
-		if err != nil {
-			fail("consume", err)
-		}
-		w.cc = cc
+		w.run = r
+		return
 	}
-	w.nc = nc
+	c, err := js.Consumer(ctx, w.stream, w.consumer)
+	if err != nil {
+		fail("consumer", err)
+	}
+	if w.kind == kindFetch {
+		var loop context.Context
+		loop, r.quit = context.WithCancel(context.Background())
+		r.done = make(chan struct{})
+		go w.fetchLoop(loop, c, r.done)
+	} else if r.cc, err = c.Consume(w.handle, jetstream.PullMaxMessages(20), jetstream.PullExpiry(5*time.Second)); err != nil {
+		fail("consume", err)
+	}
+	w.run = r
 }
 
 // fetchLoop is a Fetch-based node: fetch a batch, process it, ack it, and
@@ -194,7 +200,6 @@ func (w *Worker) handle(m jetstream.Msg) {
 // process does the node's work on m, short of acking it; false when the
 // handler is stuck and m must never be acked.
 func (w *Worker) process(m jetstream.Msg) bool {
-	w.received.Add(1)
 	if w.hung.Load() {
 		return false // a handler stuck on every message: redelivered after AckWait
 	}
@@ -267,20 +272,27 @@ func (w *Worker) settle(m jetstream.Msg) {
 	w.ackBatch(batch)
 }
 
-func (w *Worker) ack(m jetstream.Msg) {
-	if m.Ack() == nil {
-		w.acks.Add(1)
+// ack acks m and counts it; false if the ack failed.
+func (w *Worker) ack(m jetstream.Msg) bool {
+	if m.Ack() != nil {
+		return false
 	}
+	w.acks.Add(1)
+	return true
 }
 
+// ackBatch acks ms together; it counts as a batch ack only if at least one
+// of its acks succeeded.
 func (w *Worker) ackBatch(ms []jetstream.Msg) {
-	if len(ms) == 0 {
-		return
-	}
+	acked := false
 	for _, m := range ms {
-		w.ack(m)
+		if w.ack(m) {
+			acked = true
+		}
 	}
-	w.batches.Add(1)
+	if acked {
+		w.batches.Add(1)
+	}
 }
 
 // flush acks everything held.
@@ -300,40 +312,44 @@ func (w *Worker) dropHeld() {
 	w.hmu.Unlock()
 }
 
+// detach takes the current run from the worker, which is then not
+// running; nil if it was not.
+func (w *Worker) detach() *run {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.run
+	w.run = nil
+	return r
+}
+
 // Kill drops the worker's connection at once, as a crash would. Messages
 // it held for a batch ack are lost with it.
 func (w *Worker) Kill() {
-	w.mu.Lock()
-	nc, quit, done := w.nc, w.quit, w.done
-	w.nc, w.cc, w.quit, w.done = nil, nil, nil, nil
-	w.mu.Unlock()
-	if nc != nil {
-		nc.Close()
-	}
-	if quit != nil {
-		quit()
-		<-done
+	if r := w.detach(); r != nil {
+		r.nc.Close()
+		if r.quit != nil {
+			r.quit()
+			<-r.done
+		}
 	}
 	w.dropHeld()
 }
 
 // Stop ends consuming cleanly.
 func (w *Worker) Stop() {
-	w.mu.Lock()
-	cc, nc, quit, done := w.cc, w.nc, w.quit, w.done
-	w.nc, w.cc, w.quit, w.done = nil, nil, nil, nil
-	w.mu.Unlock()
-	if cc != nil {
-		cc.Stop()
+	r := w.detach()
+	if r == nil {
+		return
 	}
-	if quit != nil {
-		quit()
+	if r.cc != nil {
+		r.cc.Stop()
 	}
-	if nc != nil {
-		nc.Close()
+	if r.quit != nil {
+		r.quit()
 	}
-	if done != nil {
-		<-done
+	r.nc.Close()
+	if r.done != nil {
+		<-r.done
 	}
 }
 
@@ -399,10 +415,6 @@ func (w *Worker) PauseEvery(pause, period time.Duration) {
 
 // Acks is how many messages the worker acknowledged.
 func (w *Worker) Acks() int64 { return w.acks.Load() }
-
-// Received is how many messages were delivered to the worker, including
-// redeliveries and those it never acked.
-func (w *Worker) Received() int64 { return w.received.Load() }
 
 // Batches is how many batch acks (AckEvery, AckInBatches) the worker made.
 func (w *Worker) Batches() int64 { return w.batches.Load() }
@@ -520,13 +532,6 @@ func (p *Publisher) ReachedAt(rate int64) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-// History is every rate the publisher has published at, and since when.
-func (p *Publisher) History() []RatePoint {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]RatePoint(nil), p.history...)
 }
 
 // Published is how many messages the publisher has sent.

@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 
-.PHONY: build run test vet bench property fuzz proto proto-tools example clean
+.PHONY: build run test vet browser bench property fuzz proto proto-tools example clean
 
 ## build: the happen binary and every built-in plugin, in bin/
 build:
@@ -22,9 +22,14 @@ build:
 run: build
 	./$(BIN)/happen engine $(ARGS)
 
-## test: vet, then every test with the race detector
-test: vet
+## test: vet, then every test with the race detector (installs Debian's chromium
+## for the web view's browser test where it is missing; see scripts/ensure-chromium.sh)
+test: vet browser
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## browser: the headless browser the web view's test drives (never fails; the test skips without it)
+browser:
+	@./scripts/ensure-chromium.sh
 
 vet:
 	$(GO) vet ./...

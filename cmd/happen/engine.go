@@ -60,6 +60,15 @@ evaluate the rules, publish events on <subject-prefix>.<type> and run actions.
 With no --nats, an embedded JetStream server is started and its client URL
 printed on stderr. Every flag can also be set as HAPPEN_<NAME>, e.g.
 HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
+		Example: `  # On an embedded server (storage in ./.happen), web view on http://127.0.0.1:9466/
+  happen engine
+
+  # Watch an existing deployment with your own rules, acting on nothing yet
+  happen engine --nats nats://nats.internal:4222 --creds happen.creds \
+    --rules ./rules/ --dry-run
+
+  # The same through the environment, sampling every 2s
+  HAPPEN_NATS=nats://nats.internal:4222 HAPPEN_INTERVAL=2s happen engine`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {

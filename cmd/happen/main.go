@@ -46,20 +46,27 @@ func main() {
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "happen",
-		Short:         "Flow Balance for NATS JetStream: detect and act on node failure, partition, bottleneck and overload",
+		Use:   "happen",
+		Short: "Flow Balance for NATS JetStream: detect and act on node failure, partition, bottleneck and overload",
+		Example: `  happen engine                      # run on an embedded NATS server
+  happen demo                        # see every pattern detected live, in under 3 minutes
+  happen status -s nats://127.0.0.1:4222
+  happen events --type 'node.*'
+  source <(happen completion bash)   # shell completion (also zsh, fish, powershell)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.AddCommand(newEngineCmd(), newRulesCmd(), newVersionCmd())
+	registerCompletions(root) // after every command is added
 	return root
 }
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print version, commit and Go version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print version, commit and Go version",
+		Example: "  happen version",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := commit
 			if c == "" {

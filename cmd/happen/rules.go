@@ -15,7 +15,12 @@ import (
 )
 
 func newRulesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "rules", Short: "Work with rulesets"}
+	cmd := &cobra.Command{
+		Use:   "rules",
+		Short: "Work with rulesets: check them, and run their unit tests",
+		Example: `  happen rules check rulesets/default.yaml ./my-rules/
+  happen rules test rulesets/tests/`,
+	}
 	var pluginDir string
 	check := &cobra.Command{
 		Use:   "check PATH...",
@@ -24,7 +29,13 @@ func newRulesCmd() *cobra.Command {
 fields, expressions, and every action against the plugins installed in
 --plugins. Each fault is printed as file:line:col: message; the exit code
 is 1 when there is any.`,
-		Args: cobra.MinimumNArgs(1),
+		Example: `  happen rules check rulesets/default.yaml
+  happen rules check ./my-rules/ --plugins ./bin
+
+  # A fault is reported where it is:
+  # my-rules/orders.yaml:6:16: when: unknown metric node.lagg`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: yamlArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
 				return &exitError{code: 2, err: err}
@@ -106,7 +117,8 @@ is 1 when any test fails or any file is malformed.`,
         us-1: {group: us, delivered: 0+20x40}
       expect:
         - {at: 16s..25s, type: node.down, node: eu-1, pattern: node-failure, incident: a}`,
-		Args: cobra.MinimumNArgs(1),
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: yamlArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			files, err := ruletest.Paths(args)

@@ -448,5 +448,7 @@ func lagMetrics(n *flow.Node) events.LagMetrics {
 		MessagesWaiting: n.MessagesWaiting, NumPending: n.NumPending, AckPending: n.AckPending,
 		Redelivered: n.Redelivered, DeliveryRate: n.DeliveryRate, AckRate: n.AckRate,
 		LagGrowthRate: n.LagGrowthRate, WaitingPulls: n.WaitingPulls, SecondsSinceLastAck: n.SecondsSinceLastAck,
+		TimeLagSeconds: n.TimeLagSeconds, TimeLagEstimated: n.TimeLagEstimated, SecondsToDrain: n.SecondsToDrain,
+		MessagesLost: n.MessagesLost, SecondsToLoss: n.SecondsToLoss,
 	}
 }

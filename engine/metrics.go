@@ -20,11 +20,16 @@ type metrics struct {
 	system        *prometheus.GaugeVec
 
 	waiting, ackRate, deliveryRate, lagGrowth, stalled, stallThreshold *prometheus.GaugeVec
+	timeLag, timeLagEstimated, toDrain, toLoss                         *prometheus.GaugeVec
+	lost                                                               *prometheus.CounterVec
 	perNode                                                            map[flow.NodeKey]*nodeGauges
 }
 
 type nodeGauges struct {
 	waiting, ackRate, deliveryRate, lagGrowth, stalled, stallThreshold prometheus.Gauge
+	timeLag, timeLagEstimated, toDrain, toLoss                         prometheus.Gauge
+	lost                                                               prometheus.Counter
+	lostSeen                                                           int    // the tracker's count already added to lost
 	id, group                                                          string // label values, which metadata can change
 }
 
@@ -85,12 +90,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "happen_node_stall_threshold_seconds",
 			Help: "How long a node may be silent while work waits before it is stalled, from its learned ack cadence.",
 		}, nodeLabels),
+		timeLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "happen_node_time_lag_seconds",
+			Help: "Age of the oldest message a node has not finished; 0 when nothing waits.",
+		}, nodeLabels),
+		timeLagEstimated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "happen_node_time_lag_estimated",
+			Help: "1 when the time lag was interpolated from the stream's publish times rather than read from the stream.",
+		}, nodeLabels),
+		toDrain: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "happen_node_seconds_to_drain",
+			Help: "Seconds until what a node has waiting is finished at the current rates; -1 while its backlog does not shrink.",
+		}, nodeLabels),
+		toLoss: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "happen_node_seconds_to_loss",
+			Help: "Seconds until the stream's limits remove messages a node has not been delivered, at the current rates; 0 while they do, -1 when no loss is in sight.",
+		}, nodeLabels),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "happen_node_messages_lost_total",
+			Help: "Messages the stream's limits removed before a node was delivered them.",
+		}, nodeLabels),
 		perNode: map[flow.NodeKey]*nodeGauges{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.samples, m.sampleSeconds, m.evaluations, m.ruleErrors, m.events,
 			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.nodes, m.system,
-			m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold)
+			m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold,
+			m.timeLag, m.timeLagEstimated, m.toDrain, m.toLoss, m.lost)
 	}
 	return m
 }
@@ -113,7 +139,10 @@ func (m *metrics) observe(st *flow.State) {
 				waiting: m.waiting.WithLabelValues(l...), ackRate: m.ackRate.WithLabelValues(l...),
 				deliveryRate: m.deliveryRate.WithLabelValues(l...), lagGrowth: m.lagGrowth.WithLabelValues(l...),
 				stalled: m.stalled.WithLabelValues(l...), stallThreshold: m.stallThreshold.WithLabelValues(l...),
-				id: n.ID, group: n.Group,
+				timeLag: m.timeLag.WithLabelValues(l...), timeLagEstimated: m.timeLagEstimated.WithLabelValues(l...),
+				toDrain: m.toDrain.WithLabelValues(l...), toLoss: m.toLoss.WithLabelValues(l...),
+				lost: m.lost.WithLabelValues(l...),
+				id:   n.ID, group: n.Group,
 			}
 			m.perNode[n.Key] = g
 		}
@@ -123,6 +152,16 @@ func (m *metrics) observe(st *flow.State) {
 		g.lagGrowth.Set(n.LagGrowthRate)
 		g.stalled.Set(b2f(n.Stalled))
 		g.stallThreshold.Set(n.StallThreshold)
+		g.timeLag.Set(n.TimeLagSeconds)
+		g.timeLagEstimated.Set(b2f(n.TimeLagEstimated))
+		g.toDrain.Set(n.SecondsToDrain)
+		g.toLoss.Set(n.SecondsToLoss)
+		// The tracker's count restarts with a recreated consumer; the
+		// counter only ever adds what is new.
+		if n.MessagesLost > g.lostSeen {
+			g.lost.Add(float64(n.MessagesLost - g.lostSeen))
+		}
+		g.lostSeen = n.MessagesLost
 		if n.Idle {
 			idle++
 		}
@@ -153,9 +192,11 @@ func (m *metrics) forget(k flow.NodeKey) {
 	}
 	delete(m.perNode, k)
 	match := prometheus.Labels{"stream": k.Stream, "consumer": k.Consumer}
-	for _, v := range []*prometheus.GaugeVec{m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold} {
+	for _, v := range []*prometheus.GaugeVec{m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold,
+		m.timeLag, m.timeLagEstimated, m.toDrain, m.toLoss} {
 		v.DeletePartialMatch(match)
 	}
+	m.lost.DeletePartialMatch(match)
 }
 
 func b2f(b bool) float64 {

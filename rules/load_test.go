@@ -85,6 +85,8 @@ func TestDefaultRuleset(t *testing.T) {
 		"flapping":        {ScopeNode, events.TypeNodeDown, "flapping"},
 		"node-failure":    {ScopeNode, events.TypeNodeDown, "node-failure"},
 		"bottleneck":      {ScopeNode, events.TypeNodeDown, "bottleneck"},
+		"data-loss":       {ScopeNode, events.TypeNodeDown, "data-loss"},
+		"retention-risk":  {ScopeNode, events.TypeNodeDown, "retention-risk"},
 	}
 	if len(rs.Rules) != len(want) {
 		t.Fatalf("%d rules, want %d", len(rs.Rules), len(want))
@@ -104,7 +106,7 @@ func TestDefaultRuleset(t *testing.T) {
 	}
 	if set, err := NewSet(rs); err != nil {
 		t.Fatal(err)
-	} else if got := ruleNames(set); !reflect.DeepEqual(got, []string{"system-overload", "partition", "system-stalled", "flapping", "node-failure", "bottleneck"}) {
+	} else if got := ruleNames(set); !reflect.DeepEqual(got, []string{"system-overload", "data-loss", "partition", "system-stalled", "flapping", "node-failure", "retention-risk", "bottleneck"}) {
 		t.Errorf("priority order %v", got)
 	}
 }

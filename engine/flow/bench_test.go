@@ -72,3 +72,60 @@ func BenchmarkTrackerUpdate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTrackerTimeLag is the tracker at 10,000 nodes on 10 streams
+// that keep at most a million messages, so every time lag, loss and
+// forecast rule runs. lagging=all: every node is delivered 40 of the 50
+// messages a second its stream gets, its backlog growing; the sampler read
+// the oldest message of 100 of them (its default budget), the rest are
+// estimated. lagging=none: the steady flow of BenchmarkTrackerUpdate.
+func BenchmarkTrackerTimeLag(b *testing.B) {
+	const nodes = 10_000
+	for _, lagging := range []bool{false, true} {
+		b.Run(fmt.Sprintf("lagging=%s", map[bool]string{true: "all", false: "none"}[lagging]), func(b *testing.B) {
+			tr := NewTracker(Config{})
+			s := steadySnapshot(nodes)
+			for i := range s.Streams {
+				s.Streams[i].MaxMsgs = 1_000_000
+				s.Streams[i].FirstSeq = 1
+				s.Streams[i].FirstTime = epoch
+			}
+			step := func() {
+				advance(&s)
+				for i := range s.Streams {
+					st := &s.Streams[i]
+					st.LastTime, st.Msgs = s.At, st.LastSeq
+				}
+				for i := range s.Consumers {
+					c := &s.Consumers[i]
+					c.DeliveredStream, c.AckFloorStream = c.Delivered, c.Delivered-c.NumAckPending
+					c.OldestSeq, c.OldestTime = 0, time.Time{}
+					if lagging {
+						c.Delivered -= 10 // 40 of the 50 published
+						c.DeliveredStream, c.AckFloorStream = c.Delivered, c.Delivered-c.NumAckPending
+						c.NumPending = s.Streams[0].LastSeq - c.Delivered
+						if i%100 == int(s.At.Unix())%100 {
+							c.OldestSeq, c.OldestTime = c.AckFloorStream+1, s.At.Add(-time.Minute)
+						}
+					}
+				}
+			}
+			for range 40 {
+				step()
+				tr.Update(s)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				step()
+				b.StartTimer()
+				st := tr.Update(s)
+				if n := &st.Nodes[0]; n.RetentionLimited != true || (n.TimeLagSeconds > 0) != lagging || (n.SecondsToLoss > 0) != lagging {
+					b.Fatalf("node %+v", n)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(nodes), "ns/node")
+		})
+	}
+}

@@ -52,6 +52,17 @@ type ConsumerSample struct {
 	MaxDeliveries uint64
 	Naks          uint64
 	Terminated    uint64
+
+	// Filtered is true when the consumer reads only some of its stream's
+	// subjects (a filter subject or several).
+	Filtered bool
+	// OldestSeq and OldestTime are the stream sequence and publish time of
+	// the oldest message the node has not finished (the first one past its
+	// ack floor that it reads), as read from the stream. Both are zero when
+	// no read stands for this sample: nothing waits, or the sampler's read
+	// budget went to nodes further behind.
+	OldestSeq  uint64
+	OldestTime time.Time
 }
 
 // StreamSample is one reading of one stream's state.
@@ -60,6 +71,21 @@ type StreamSample struct {
 	At      time.Time
 	LastSeq uint64
 	Msgs    uint64
+
+	FirstSeq  uint64    // 0 for a stream that never held a message
+	FirstTime time.Time // publish time of the first message; zero if none or unknown
+	LastTime  time.Time // publish time of the last message; zero if none or unknown
+	Bytes     uint64
+
+	// The limits under which the stream removes messages on its own; zero
+	// (or negative) for none. DiscardNew streams refuse publishes at
+	// MaxMsgs and MaxBytes instead of removing old messages; MaxAge
+	// removes them either way.
+	MaxMsgs           int64
+	MaxBytes          int64
+	MaxAge            time.Duration
+	MaxMsgsPerSubject int64
+	DiscardNew        bool
 }
 
 // Snapshot is everything one tick read.
@@ -72,6 +98,15 @@ type Snapshot struct {
 	// UnobservedStreams could not have their consumers listed this tick: every
 	// consumer the tracker knows on them is unobserved, none has left.
 	UnobservedStreams []string
+}
+
+// BlindReset is the longest blind spell (no sample at all) after which an
+// engine sampling every interval keeps its flow windows: two samples
+// missed, or 2s, whichever is longer. After a longer one the windows are
+// Reset and incidents hold for a warm-up and this much more. The engine
+// and its replay both judge blind spells by it.
+func BlindReset(interval time.Duration) time.Duration {
+	return max(2*time.Second, 2*interval)
 }
 
 // The flow the Tracker computes is the data rules read; it lives in the

@@ -28,6 +28,12 @@ type counts struct {
 	naks      uint64 // running sums of clamped steps of the advisory counters
 	maxDel    uint64
 	term      uint64
+	lost      uint64 // messages lost so far (lossStep)
+
+	// age is a gauge whose change over the window the loss forecast reads:
+	// the age of the oldest message the node has not been delivered, in
+	// seconds.
+	age float64
 }
 
 // window holds the samples of the recent past in reusable buffers: live

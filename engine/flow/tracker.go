@@ -174,6 +174,7 @@ type nodeState struct {
 	created       time.Time
 	lastDelivered uint64
 
+	loss    lossState
 	lagging bool    // Lagging at the last sample, for its hysteresis
 	cad     cadence // the node's learned ack cadence
 	stalls  stalls  // its recent stall episodes
@@ -208,6 +209,15 @@ type streamState struct {
 	win     window
 	rate    float64
 	hasRate bool // rate came from at least two samples over a positive span
+
+	// For time lag and data loss: when its messages were published, and
+	// the latest sample's first and last messages, count and limits.
+	hist        seqHistory
+	first, last seqTime
+	msgs        uint64
+	limited     bool    // retentionLimited
+	limit       float64 // msgLimit
+	maxAge      float64 // seconds; 0 for none
 }
 
 // groupAcc accumulates one group during an update.
@@ -294,6 +304,14 @@ func (t *Tracker) Reset() {
 //     the stalls, a stall across a gap in watching being one.
 //   - idle: nothing waiting and no progress within stallThreshold.
 //   - lagFloor, lagging, fallingBehind: see isLagging and lagFloor.
+//   - timeLagSeconds: the age of the message past the ack floor, from the
+//     sample's OldestTime when the sampler read it; else estimated
+//     (timeLagEstimated) from its stream's sequence and publish times (see
+//     publishedAt), or without the stream from its rates (lagFromRates).
+//   - secondsToDrain: see drainSeconds.
+//   - messagesLost, lossRate: see lossStep; the rate is over the window.
+//   - retentionLimited, secondsToLoss: see retentionLimited and
+//     lossForecast; secondsToLoss is -1 on a stream without limits.
 //
 // Groups and the system sum and count their observed nodes, and take every
 // fraction over their judged nodes (neither idle, warming nor paused); a
@@ -358,8 +376,10 @@ func (t *Tracker) updateStreams(s *Snapshot) (sum float64, anyRate bool, n int) 
 		// the old samples say nothing about the new ones.
 		if p, c, ok := ss.win.newest(); ok && (in.LastSeq < c.delivered || atNs < p.at) {
 			ss.win.clear()
+			ss.hist.clear()
 		}
 		ss.win.push(point{at: atNs}, counts{delivered: in.LastSeq})
+		t.noteStream(ss, in, at)
 		ss.win.trim(int64(t.cfg.Window))
 		_, first := ss.win.oldest()
 		span := spanSeconds(ss.win.points())
@@ -379,6 +399,29 @@ func (t *Tracker) updateStreams(s *Snapshot) (sum float64, anyRate bool, n int) 
 		delete(t.streams, name)
 	}
 	return sum, anyRate, n
+}
+
+// noteStream keeps what time lag and loss read of a stream's sample. The
+// last message's publish time is the server's; a sample without it (a
+// test's, a recording's) stands in with its own time, by which the last
+// message had been published.
+func (t *Tracker) noteStream(ss *streamState, in *StreamSample, at time.Time) {
+	last := seqTime{seq: in.LastSeq, at: at.UnixNano()}
+	if !in.LastTime.IsZero() {
+		last.at = in.LastTime.UnixNano()
+	}
+	if in.LastSeq > 0 {
+		ss.hist.add(last)
+	}
+	ss.last = last
+	ss.first = seqTime{seq: in.FirstSeq}
+	if !in.FirstTime.IsZero() {
+		ss.first.at = in.FirstTime.UnixNano()
+	}
+	ss.msgs = in.Msgs
+	ss.limited = retentionLimited(in)
+	ss.limit = msgLimit(in)
+	ss.maxAge = in.MaxAge.Seconds()
 }
 
 // lookup finds the state of the node observed at position i, trying last
@@ -455,6 +498,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.ackRoseAt = time.Time{}
 		ns.lastAck = time.Time{}
 		ns.cad, ns.stalls, ns.lagging = cadence{}, stalls{}, false
+		ns.loss = lossState{}
 	}
 	// Server time that went backwards (another server now leads the
 	// consumer) cannot be compared with what was gathered before.
@@ -516,6 +560,12 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		cur.term = prev.term + clampStepU(ns.lastTerm, c.Terminated)
 		dt = time.Duration(atNs - ns.lastAt)
 	}
+	ss := t.streamOf(ns)
+	if ss != nil && ss.seen != t.tick {
+		ss = nil // not in this snapshot: nothing current to read
+	}
+	fc := t.lossInputs(ns, c, ss, at, &cur)
+
 	ns.lastAt, ns.lastCounts = atNs, cur
 	ns.lastAcked, ns.lastArrived, ns.lastAck = acked, arrived, c.LastAck
 	ns.lastNaks, ns.lastMaxDel, ns.lastTerm = c.Naks, c.MaxDeliveries, c.Terminated
@@ -572,7 +622,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	n.ArrivalRateBaseline = ns.arrivalBaseline
 	n.ArrivalRise = rise(n.ArrivalRate, ns.arrivalBaseline)
 
-	if ss := t.streamOf(ns); ss != nil && ss.seen == t.tick {
+	if ss != nil {
 		n.PublishRate = ss.rate
 	}
 
@@ -646,6 +696,100 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	n.Lagging = isLagging(n.LagFloor, n.LagGrowthRate, recentGrowth(w), allowance, wobble, t.cfg.LaggingSlope, ns.lagging)
 	ns.lagging = n.Lagging
 	n.FallingBehind = n.Lagging && !n.Stalled && n.AckRate > 0
+
+	n.SecondsToDrain = drainSeconds(n.MessagesWaiting, n.LagGrowthRate, n.AckRate, float64(n.LagFloor) < allowance)
+	t.timeLag(ns, c, ss, at, n)
+	n.MessagesLost = satInt(ns.loss.lost)
+	n.LossRate = rate(first.lost, last.lost, span)
+	n.SecondsToLoss = -1
+	if ss != nil && ss.limited {
+		n.RetentionLimited = true
+		// What the node has not been delivered grows as its work arrives
+		// and shrinks as it is delivered: for a consumer of the whole
+		// stream, at the stream's publish rate. Rates, not the count's
+		// own slope, which flattens once the limit caps it.
+		arrival := n.ArrivalRate
+		if !c.Filtered {
+			arrival = ss.rate
+		}
+		fc.behindRate = arrival - n.DeliveryRate
+		if span > 0 {
+			fc.ageRate = (last.age - first.age) / span
+		}
+		n.SecondsToLoss = lossForecast(fc)
+	}
+}
+
+// lossInputs advances the node's loss accounting with this sample, and
+// gathers what the loss forecast reads of it into cur (for the window)
+// and the returned forecast (rates are filled once the window is).
+func (t *Tracker) lossInputs(ns *nodeState, c *ConsumerSample, ss *streamState, at time.Time, cur *counts) forecast {
+	in := lossInput{pos: c.DeliveredStream, delivered: c.Delivered, pending: c.NumPending, filtered: c.Filtered}
+	if ss != nil {
+		in.first, in.limited = ss.first.seq, ss.limited
+	}
+	before := ns.loss
+	ns.loss = lossStep(ns.loss, in)
+	cur.lost = ns.loss.lost
+	fc := forecast{pending: c.NumPending, age: -1}
+	if ss == nil || !ss.limited {
+		return fc
+	}
+	fc.limit, fc.maxAge = ss.limit, ss.maxAge
+	// The next message the node has not been delivered: the one past its
+	// position, or the oldest one it has not finished when that was read
+	// and lies further on (a filtered consumer's next match).
+	next := c.DeliveredStream + 1
+	readNext := c.OldestSeq >= next && !c.OldestTime.IsZero()
+	if readNext {
+		next = c.OldestSeq
+	}
+	// Loss is under way when messages were lost since the last sample, or
+	// the stream's first message is already past the node's next one.
+	fc.underway = (before.set && ns.loss.lost > before.lost) ||
+		(!c.Filtered && c.NumPending > 0 && in.first > next)
+	fc.behind = behindCount(c.Filtered, c.NumPending, ss.msgs, next, in.first)
+	if ss.maxAge > 0 {
+		switch {
+		case c.NumPending == 0:
+			fc.age = 0 // nothing undelivered to age
+		case readNext:
+			fc.age = nonNegSeconds(at.Sub(c.OldestTime))
+		default:
+			if t0, ok := publishedAt(next, ss.first, ss.hist.pts, ss.last); ok {
+				fc.age = nonNegSeconds(at.Sub(time.Unix(0, t0)))
+			}
+		}
+		cur.age = max(fc.age, 0)
+	}
+	return fc
+}
+
+// timeLag fills the node's TimeLagSeconds: the age of the message just past
+// its ack floor, read from the stream when the sampler did; otherwise
+// estimated from when its stream published that sequence, or, with no
+// stream to ask, from how long its waiting work takes to arrive.
+func (t *Tracker) timeLag(ns *nodeState, c *ConsumerSample, ss *streamState, at time.Time, n *Node) {
+	if n.MessagesWaiting == 0 {
+		return
+	}
+	if !c.OldestTime.IsZero() {
+		n.TimeLagSeconds = nonNegSeconds(at.Sub(c.OldestTime))
+		return
+	}
+	n.TimeLagEstimated = true
+	if ss != nil {
+		if t0, ok := publishedAt(max(c.AckFloorStream+1, ss.first.seq), ss.first, ss.hist.pts, ss.last); ok {
+			n.TimeLagSeconds = nonNegSeconds(at.Sub(time.Unix(0, t0)))
+			return
+		}
+	}
+	// A paused node's idle mark is set while work waits: no bound then.
+	idleAt := ns.idleAt
+	if c.Paused {
+		idleAt = time.Time{}
+	}
+	n.TimeLagSeconds = lagFromRates(n.MessagesWaiting, n.ArrivalRate, at, idleAt, ns.observedSince)
 }
 
 // judged reports whether a node's state can be judged: it is neither idle

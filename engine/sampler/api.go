@@ -36,12 +36,24 @@ type consumerPage struct {
 
 type streamInfo struct {
 	Config struct {
-		Name string `json:"name"`
+		Name     string   `json:"name"`
+		Subjects []string `json:"subjects"`
+		// Limits, read for data-loss risk; JSON numbers, -1 or 0 for none.
+		Discard           string `json:"discard"` // "old" or "new"
+		MaxMsgs           int64  `json:"max_msgs"`
+		MaxBytes          int64  `json:"max_bytes"`
+		MaxAge            int64  `json:"max_age"` // nanoseconds
+		MaxMsgsPerSubject int64  `json:"max_msgs_per_subject"`
+		AllowDirect       bool   `json:"allow_direct"`
 	} `json:"config"`
 	State struct {
-		Msgs      uint64 `json:"messages"`
-		LastSeq   uint64 `json:"last_seq"`
-		Consumers int    `json:"consumer_count"`
+		Msgs      uint64    `json:"messages"`
+		Bytes     uint64    `json:"bytes"`
+		FirstSeq  uint64    `json:"first_seq"`
+		FirstTime time.Time `json:"first_ts"`
+		LastSeq   uint64    `json:"last_seq"`
+		LastTime  time.Time `json:"last_ts"`
+		Consumers int       `json:"consumer_count"`
 	} `json:"state"`
 	TimeStamp time.Time `json:"ts"`
 }
@@ -54,6 +66,8 @@ type consumerInfo struct {
 		AckPolicy      string   `json:"ack_policy"`
 		AckWait        int64    `json:"ack_wait"` // nanoseconds
 		Metadata       metadata `json:"metadata"`
+		FilterSubject  string   `json:"filter_subject"`
+		FilterSubjects []string `json:"filter_subjects"`
 	} `json:"config"`
 	Delivered      sequenceInfo `json:"delivered"`
 	AckFloor       sequenceInfo `json:"ack_floor"`

@@ -138,7 +138,8 @@ func relay(t testing.TB, url, prefix string, intercept func(rest string) (swallo
 			t.Logf("relay %s: %v", m.Subject, err)
 			return
 		}
-		_ = m.Respond(resp.Data)
+		// Headers too: a direct get answers in them.
+		_ = m.RespondMsg(&nats.Msg{Data: resp.Data, Header: resp.Header})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -4,9 +4,12 @@
 //
 // Each tick costs one paged $JS.API.STREAM.LIST pass and one paged
 // $JS.API.CONSUMER.LIST.<stream> pass per stream (both return full infos,
-// 256 per page); there are no per-consumer requests. Consumer listings run
-// with bounded concurrency, each request under its own timeout, so one slow
-// or failing stream makes only that stream unobserved for the tick.
+// 256 per page). Consumer listings run with bounded concurrency, each
+// request under its own timeout, so one slow or failing stream makes only
+// that stream unobserved for the tick. The only per-consumer requests are
+// the reads of the oldest message a lagging node has not finished, for its
+// time lag: at most Config.TimeLagReads a tick, and none for a node whose
+// ack floor has not moved since its last read (see timelag.go).
 //
 // A consumer's leader is read only from a clustered server, which names it;
 // a single server reports none, and ConsumerSample.Leader stays empty.
@@ -59,8 +62,12 @@ const (
 type Config struct {
 	APIPrefix   string        // JetStream API subject prefix; default "$JS.API"
 	Timeout     time.Duration // per JetStream API request; default 2s
-	Concurrency int           // streams whose consumers are listed at once; default 8
-	Logger      *slog.Logger  // default: discard
+	Concurrency int           // streams listed, or messages read, at once; default 8
+	// TimeLagReads bounds the messages read per tick for exact time lags
+	// (see timelag.go); default DefaultTimeLagReads, negative for none
+	// (every time lag is then estimated).
+	TimeLagReads int
+	Logger       *slog.Logger // default: discard
 }
 
 // Sampler produces flow snapshots from a NATS connection. Sample calls are
@@ -94,6 +101,14 @@ type Sampler struct {
 	// listed) last tick: only those are listed even when the stream list
 	// says they have none now, so a count that lags never hides a node.
 	hadConsumers map[string]struct{}
+
+	// Time lag reads (timelag.go): those that stand, per node, and the
+	// tick's scratch.
+	reads        map[flow.NodeKey]*lagRead
+	readsFailing bool
+	cands        []readCand
+	waitingKeys  []flow.NodeKey
+	base         []int
 }
 
 // New returns a Sampler reading through nc. It does no I/O.
@@ -185,6 +200,7 @@ const (
 
 type streamResult struct {
 	name       string
+	subjects   []string // the stream's subjects
 	state      int
 	skip       bool // no consumers, by the stream list and by the last tick
 	err        error
@@ -192,6 +208,7 @@ type streamResult struct {
 	consumers  []flow.ConsumerSample
 	unobserved []flow.NodeKey
 	odd        []oddValue
+	waiting    []waitingNode // consumers with work waiting, for time lag
 }
 
 // worker holds one listing goroutine's reusable buffers.
@@ -240,10 +257,12 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 		n += len(results[i].consumers)
 	}
 	snap.Consumers = make([]flow.ConsumerSample, 0, n)
+	s.base = s.base[:0]
 	for i := range results {
 		r := &results[i]
 		si := &streams[i]
 		s.noteFailure(r)
+		s.base = append(s.base, len(snap.Consumers))
 		switch r.state {
 		case gone:
 			continue
@@ -256,13 +275,9 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 		if isInternal(r.name) && len(r.consumers) == 0 {
 			continue
 		}
-		snap.Streams = append(snap.Streams, flow.StreamSample{
-			Name:    r.name,
-			At:      orNow(si.TimeStamp),
-			LastSeq: si.State.LastSeq,
-			Msgs:    si.State.Msgs,
-		})
+		snap.Streams = append(snap.Streams, streamSample(r.name, si))
 	}
+	s.timeLags(ctx, &snap, streams, results, s.base)
 
 	if s.hadConsumers == nil {
 		s.hadConsumers = map[string]struct{}{}
@@ -283,6 +298,25 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	return snap, nil
 }
 
+// streamSample is what a snapshot keeps of a listed stream.
+func streamSample(name string, si *streamInfo) flow.StreamSample {
+	return flow.StreamSample{
+		Name:              name,
+		At:                orNow(si.TimeStamp),
+		LastSeq:           si.State.LastSeq,
+		Msgs:              si.State.Msgs,
+		FirstSeq:          si.State.FirstSeq,
+		FirstTime:         si.State.FirstTime,
+		LastTime:          si.State.LastTime,
+		Bytes:             si.State.Bytes,
+		MaxMsgs:           si.Config.MaxMsgs,
+		MaxBytes:          si.Config.MaxBytes,
+		MaxAge:            time.Duration(max(si.Config.MaxAge, 0)),
+		MaxMsgsPerSubject: si.Config.MaxMsgsPerSubject,
+		DiscardNew:        si.Config.Discard == "new",
+	}
+}
+
 // listConsumers lists the consumers of every stream with bounded
 // concurrency. results[i] belongs to streams[i].
 func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []streamResult {
@@ -294,9 +328,11 @@ func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []str
 		r := &results[i]
 		*r = streamResult{
 			name:       streams[i].Config.Name,
+			subjects:   streams[i].Config.Subjects,
 			consumers:  r.consumers[:0],
 			unobserved: r.unobserved[:0],
 			odd:        r.odd[:0],
+			waiting:    r.waiting[:0],
 		}
 		// Streams with no consumers (KV buckets nobody watches, archives)
 		// cost no request: the stream list already said so.
@@ -373,6 +409,10 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: md.group, reason: why, fallback: ""})
 			}
 		}
+		filter := filterSet{one: ci.Config.FilterSubject, many: ci.Config.FilterSubjects}
+		if ci.NumPending > 0 || ci.NumAckPending > 0 {
+			r.waiting = append(r.waiting, waitingNode{name: ci.Name, filter: filter})
+		}
 		r.consumers = append(r.consumers, flow.ConsumerSample{
 			Key:             key,
 			NodeID:          id,
@@ -395,6 +435,7 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 			Paused:          ci.Paused,
 			AckNone:         ci.Config.AckPolicy == "none",
 			AckWait:         time.Duration(max(ci.Config.AckWait, 0)),
+			Filtered:        filter.filtered(r.subjects),
 		})
 	}
 	// Sorted by consumer name, so the tick's bookkeeping can binary search.

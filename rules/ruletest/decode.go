@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -359,12 +360,12 @@ func (d *decoder) test(n *yaml.Node, interval time.Duration) *Test {
 			// Named even when its series is faulty, so its nodes are not
 			// reported as lacking a stream as well.
 			streamNames = append(streamNames, p.key.Value)
-			vals, ok := d.series(field{p.key, p.val})
-			if !ok {
+			ss := d.stream(p)
+			if ss == nil {
 				continue
 			}
-			tc.streams = append(tc.streams, &streamSpec{name: p.key.Value, values: vals})
-			longest = max(longest, len(vals))
+			tc.streams = append(tc.streams, ss)
+			longest = max(longest, len(ss.values))
 		}
 	}
 	var nodeKeys []*yaml.Node
@@ -414,6 +415,82 @@ func (d *decoder) test(n *yaml.Node, interval time.Duration) *Test {
 		}
 	}
 	return tc
+}
+
+// stream reads one stream: its last-sequence series, or a mapping with
+// that series as lastSeq and what else the stream shows.
+func (d *decoder) stream(p field) *streamSpec {
+	ss := &streamSpec{name: p.key.Value, retention: retentionLimits}
+	if v := d.deref(p.val); v == nil || v.Kind != yaml.MappingNode {
+		vals, ok := d.series(p)
+		if !ok {
+			return nil
+		}
+		ss.values = vals
+		return ss
+	}
+	what := "stream " + p.key.Value
+	fs := d.fields(p.val, what, "lastSeq", "firstSeq", "msgs", "maxMsgs", "maxAge", "retention", "discard")
+	ok := true
+	if f, has := fs["lastSeq"]; has {
+		ss.values, ok = d.series(f)
+	} else {
+		d.errorf(p.key, "%s needs lastSeq: its last sequence at each tick", what)
+		ok = false
+	}
+	for _, opt := range []struct {
+		name string
+		dst  *[]Sample
+	}{{"firstSeq", &ss.firstSeq}, {"msgs", &ss.msgs}} {
+		name, dst := opt.name, opt.dst
+		if f, has := fs[name]; has {
+			vals, good := d.series(f)
+			if good && ss.values != nil && len(vals) != len(ss.values) {
+				d.errorf(f.val, "%s has %d samples where lastSeq has %d: a stream's series must be equally long", name, len(vals), len(ss.values))
+				good = false
+			}
+			*dst, ok = vals, ok && good
+		}
+	}
+	if f, has := fs["maxMsgs"]; has {
+		n, good := d.count(f)
+		ss.maxMsgs, ok = n, ok && good
+	}
+	if f, has := fs["maxAge"]; has {
+		dur, good := d.duration(f, true)
+		ss.maxAge, ok = dur, ok && good
+	}
+	if f, has := fs["retention"]; has {
+		s, good := d.str(f)
+		if good && s != retentionLimits && s != retentionInterest && s != retentionWorkQueue {
+			d.errorf(f.val, "unknown retention %q (want limits, interest or workqueue)", s)
+			good = false
+		}
+		ss.retention, ok = s, ok && good
+	}
+	if f, has := fs["discard"]; has {
+		s, good := d.str(f)
+		if good && s != "old" && s != "new" {
+			d.errorf(f.val, "unknown discard %q (want old or new)", s)
+			good = false
+		}
+		ss.discardNew, ok = s == "new", ok && good
+	}
+	if !ok {
+		return nil
+	}
+	return ss
+}
+
+// count reads a whole number above 0.
+func (d *decoder) count(f field) (int64, bool) {
+	v := f.val
+	n, err := strconv.ParseInt(v.Value, 10, 64)
+	if v.Kind != yaml.ScalarNode || err != nil || n <= 0 {
+		d.errorf(v, "%s must be a whole number above 0, got %s", f.key.Value, yamlx.Describe(v))
+		return 0, false
+	}
+	return n, true
 }
 
 // series reads one series value, placing a fault in it at its column.

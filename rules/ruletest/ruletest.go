@@ -17,6 +17,14 @@
 //	    duration: 30s          # optional; default: the longest series
 //	    streams:
 //	      ORDERS: 0+20x30      # the stream's last sequence at each tick
+//	      EVENTS:              # or a mapping, for a stream with limits
+//	        lastSeq: 0+20x30
+//	        maxMsgs: 500       # optional: MaxMsgs
+//	        maxAge: 1m         # optional: MaxAge
+//	        discard: old       # optional: old (default) or new
+//	        retention: limits  # optional: limits (default), interest or workqueue
+//	        firstSeq: ...      # optional: the first sequence; default derived
+//	        msgs: ...          # optional: messages held; default lastSeq-firstSeq+1
 //	    nodes:
 //	      eu-1:                # consumer name; the node id too unless id: is given
 //	        id: orders-eu-1    # optional: happen.node metadata
@@ -62,6 +70,26 @@
 // too (everything delivered is acked at once). The server's LastAck is
 // stamped with the tick's time whenever acked rises, and at a node's first
 // sample when acked is above 0 there.
+//
+// # Streams
+//
+// A stream is its last sequence at each tick, or a mapping with that
+// series as lastSeq and its limits. Message s counts as published at the
+// first tick whose last sequence reaches s (what the stream holds when it
+// is first seen, at that tick). Unless firstSeq is given (a `_` in it
+// derives that tick), the first sequence is derived as its server would
+// keep it: past what maxMsgs removes (unless discard is new, which
+// refuses publishes instead), past what maxAge removes (messages older
+// than maxAge), and on an interest or work-queue stream past what every
+// node of the stream has acked (its ack floor); 0 while the stream is
+// empty. maxBytes is not modelled.
+//
+// A node reads its whole stream: its delivered sequence and ack floor are
+// also its stream sequences. The runner reads, for every node with work
+// waiting, the message just past its ack floor (or the stream's first, if
+// later), as the sampler does, so time lags in tests are exact. pending
+// is what the test gives, not derived: model what a server would report
+// (the messages past the node's position that the stream still holds).
 //
 // # Expectations
 //
@@ -125,8 +153,22 @@ var seriesNames = [nSeries]string{"pending", "delivered", "acked", "ackPending",
 
 type streamSpec struct {
 	name   string
-	values []Sample
+	values []Sample // last sequence
+
+	// Optional: given series, or nil to derive them (see the package doc).
+	firstSeq, msgs []Sample
+	retention      string // limits (default), interest or workqueue
+	discardNew     bool
+	maxMsgs        int64
+	maxAge         time.Duration
 }
+
+// Retention policies a test stream may name.
+const (
+	retentionLimits    = "limits"
+	retentionInterest  = "interest"
+	retentionWorkQueue = "workqueue"
+)
 
 type nodeSpec struct {
 	name, id, group, stream string

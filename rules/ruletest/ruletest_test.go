@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // write puts files into a fresh folder and returns the path of the first.
@@ -284,6 +285,13 @@ tests:
 		{"missing ruleset", strings.Replace(ok, "[builtin]", "[builtin, nope.yaml]", 1), []string{`:1:18: ruleset nope.yaml: no such file or directory`}},
 		{"ruleset that does not load", strings.Replace(ok, "[builtin]", "[bad.yaml]", 1), []string{`:1:9: ruleset bad.yaml does not load`, `bad.yaml:5:12: unknown scope "nod"`}},
 		{"rule name used twice", strings.Replace(ok, "[builtin]", "[builtin, builtin]", 1), []string{`duplicate rule name`}},
+		{"stream without lastSeq", strings.Replace(ok, "{S: 0+1x10}", "{S: {maxMsgs: 5}}", 1), []string{`:4:15: stream S needs lastSeq`}},
+		{"unknown stream field", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, maxMsg: 5}}", 1), []string{`:4:36: unknown field "maxMsg" in stream S`}},
+		{"bad retention", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, retention: queue}}", 1), []string{`:4:47: unknown retention "queue"`}},
+		{"bad discard", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, discard: oldest}}", 1), []string{`:4:45: unknown discard "oldest"`}},
+		{"bad maxMsgs", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, maxMsgs: -1}}", 1), []string{`:4:45: maxMsgs must be a whole number above 0`}},
+		{"bad maxAge", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, maxAge: 0s}}", 1), []string{`:4:44: maxAge must be positive`}},
+		{"stream series lengths", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, firstSeq: 1x5}}", 1), []string{`:4:46: firstSeq has 6 samples where lastSeq has 11`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := write(t, "t.yaml", c.src, "bad.yaml", "version: 1\nname: bad\nrules:\n  - name: x\n    scope: nod\n    when: node.stalled\n    emit: node.down\n    pattern: x\n    level: warning\n")
@@ -347,5 +355,90 @@ func TestDocsExample(t *testing.T) {
 		if !r.Passed() {
 			t.Errorf("%s: %s\n%s", r.Test.Pos, r.Test.Name, r.Report())
 		}
+	}
+}
+
+// New stream fields feed the tracker as a server's would: the runner reads
+// each waiting node's oldest message (an exact time lag), and limits move
+// the stream's first sequence.
+func TestStreamsAndTimeLag(t *testing.T) {
+	const rulesFile = `version: 1
+name: t
+rules:
+  - name: old-work
+    when: node.timeLagSeconds >= 5 && !node.timeLagEstimated
+    emit: node.down
+    pattern: old-work
+    level: warning
+  - name: lost
+    when: node.messagesLost >= 30
+    emit: node.down
+    pattern: lost
+    level: critical
+    priority: 1
+`
+	path := write(t, "t.yaml", `rules: [r.yaml]
+tests:
+  - name: a node that takes one message a second
+    streams:
+      S: 0+10x20
+    nodes:
+      n1: {delivered: 0+1x20, pending: 0+9x20}
+    expect:
+      # At 6s its oldest unfinished message, 7, was published at 1s.
+      - {at: 6s, type: node.down, node: n1, pattern: old-work}
+  - name: a limit removes what it never took
+    streams:
+      S: {lastSeq: 0+10x20, maxMsgs: 50}
+    nodes:
+      # From 6s the stream's first message is past the node: 4 lost at
+      # 6s, 10 more each second.
+      n1: {delivered: 0+1x20, pending: 0+9x5 50x14}
+    expect:
+      - {at: 9s, type: node.down, node: n1, pattern: lost}
+`, "r.yaml", rulesFile)
+	for _, r := range runFile(t, path) {
+		if !r.Passed() {
+			t.Errorf("%s:\n%s", r.Test.Name, r.Report())
+		}
+	}
+}
+
+func TestStreamRunDerivesFirst(t *testing.T) {
+	at := func(i int) time.Time { return base.Add(time.Duration(i) * time.Second) }
+	for _, tc := range []struct {
+		name   string
+		spec   streamSpec
+		floors []uint64
+		want   []uint64 // first sequence at each tick
+	}{
+		{"no limits", streamSpec{retention: retentionLimits}, nil, []uint64{0, 1, 1, 1, 1}},
+		{"max msgs", streamSpec{retention: retentionLimits, maxMsgs: 15}, nil, []uint64{0, 1, 6, 16, 26}},
+		{"max msgs, discard new", streamSpec{retention: retentionLimits, maxMsgs: 15, discardNew: true}, nil, []uint64{0, 1, 1, 1, 1}},
+		// Message s was published at tick ceil(s/10); kept while at most 2s old.
+		{"max age", streamSpec{retention: retentionLimits, maxAge: 2 * time.Second}, nil, []uint64{0, 1, 1, 1, 11}},
+		{"interest: past what every node acked", streamSpec{retention: retentionInterest}, []uint64{3, 7}, []uint64{0, 4, 4, 4, 4}},
+		{"work queue without nodes: nothing kept", streamSpec{retention: retentionWorkQueue}, nil, []uint64{0, 11, 21, 31, 41}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := tc.spec
+			sp.name = "S"
+			sp.values, _ = ParseSeries("0+10x4")
+			r := &streamRun{spec: &sp}
+			for i, want := range tc.want {
+				r.note(i, at(i))
+				r.floors = append(r.floors, tc.floors...)
+				ss, ok := r.sample(i, at(i))
+				if !ok || ss.FirstSeq != want {
+					t.Fatalf("tick %d: first %d, want %d", i, ss.FirstSeq, want)
+				}
+				if ss.Msgs != max(ss.LastSeq+1, ss.FirstSeq)-ss.FirstSeq && ss.FirstSeq > 0 {
+					t.Fatalf("tick %d: %d messages from %d to %d", i, ss.Msgs, ss.FirstSeq, ss.LastSeq)
+				}
+			}
+			if got := r.publishedAt(25); !got.Equal(at(3)) {
+				t.Errorf("message 25 published at %v, want %v", got, at(3))
+			}
+		})
 	}
 }

@@ -200,15 +200,19 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 		byKey[flow.NodeKey{Stream: ns.stream, Consumer: ns.name}] = ns
 	}
 	state := make([]nodeState, len(tc.nodes))
+	streams := make([]*streamRun, len(tc.streams))
+	byName := map[string]*streamRun{}
+	for k, s := range tc.streams {
+		streams[k] = &streamRun{spec: s}
+		byName[s.name] = streams[k]
+	}
 	created := base.Add(-time.Hour)
 	var out []Event
 	for i := range tc.ticks {
 		at := base.Add(time.Duration(i) * interval)
 		snap := flow.Snapshot{At: at}
-		for _, s := range tc.streams {
-			if i < len(s.values) && !s.values[i].Missing {
-				snap.Streams = append(snap.Streams, flow.StreamSample{Name: s.name, At: at, LastSeq: s.values[i].Value})
-			}
+		for _, r := range streams {
+			r.note(i, at)
 		}
 		for k, ns := range tc.nodes {
 			key := flow.NodeKey{Stream: ns.stream, Consumer: ns.name}
@@ -234,6 +238,7 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 				s.lastAck = at
 			}
 			s.acked = acked
+			floor := min(ns.value(sAckFloor, i, acked), delivered)
 			snap.Consumers = append(snap.Consumers, flow.ConsumerSample{
 				Key: key, NodeID: ns.id, Group: ns.group,
 				At: at, Created: created,
@@ -241,16 +246,152 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 				NumAckPending: ackPending,
 				NumWaiting:    ns.value(sWaitingPulls, i, 1),
 				Delivered:     delivered,
-				AckFloor:      min(ns.value(sAckFloor, i, acked), delivered),
+				AckFloor:      floor,
 				LastAck:       s.lastAck,
 				AckWait:       ns.ackWait,
+				// A test's consumer reads its whole stream without gaps:
+				// its sequences are the stream's.
+				DeliveredStream: delivered,
+				AckFloorStream:  floor,
 			})
+			if r := byName[ns.stream]; r != nil {
+				r.floors = append(r.floors, floor)
+			}
+		}
+		for _, r := range streams {
+			if ss, ok := r.sample(i, at); ok {
+				snap.Streams = append(snap.Streams, ss)
+			}
+		}
+		// The sampler's read of each waiting node's oldest unfinished
+		// message, which a test's stream always answers.
+		for k := range snap.Consumers {
+			c := &snap.Consumers[k]
+			r := byName[c.Key.Stream]
+			if r == nil || !r.present || c.NumPending+c.NumAckPending == 0 {
+				continue
+			}
+			if seq := max(c.AckFloorStream+1, r.first); seq <= r.last {
+				c.OldestSeq, c.OldestTime = seq, r.publishedAt(seq)
+			}
 		}
 		st := tr.Update(snap)
 		trs := ev.Eval(at, st)
 		out = append(out, toEvents(time.Duration(i)*interval, trs, st, byKey)...)
 	}
 	return out
+}
+
+// streamRun follows one test stream through the ticks as a server would
+// show it: when each of its messages was published, and which of them its
+// limits, and the acks of an interest or work-queue stream, have removed.
+type streamRun struct {
+	spec *streamSpec
+	// pub is each last sequence the stream reached and the tick time it
+	// reached it, ascending: message s was published at the time of the
+	// first entry at or past s. A last sequence that falls (the stream was
+	// recreated) starts it over.
+	pub []seqTick
+
+	// This tick's: the ack floors of its nodes, and what it showed.
+	floors      []uint64
+	present     bool
+	first, last uint64
+}
+
+type seqTick struct {
+	seq uint64
+	at  time.Time
+}
+
+// note takes the stream's last sequence at tick i, and clears the tick's
+// floors.
+func (r *streamRun) note(i int, at time.Time) {
+	r.floors = r.floors[:0]
+	vals := r.spec.values
+	r.present = i < len(vals) && !vals[i].Missing
+	if !r.present {
+		return
+	}
+	last := vals[i].Value
+	switch n := len(r.pub); {
+	case n > 0 && last < r.pub[n-1].seq:
+		r.pub = append(r.pub[:0], seqTick{last, at})
+	case n == 0 || last > r.pub[n-1].seq:
+		r.pub = append(r.pub, seqTick{last, at})
+	}
+}
+
+// publishedAt is when message seq was published; what the stream held when
+// first seen counts as published then.
+func (r *streamRun) publishedAt(seq uint64) time.Time {
+	k := sort.Search(len(r.pub), func(k int) bool { return r.pub[k].seq >= seq })
+	return r.pub[min(k, len(r.pub)-1)].at
+}
+
+// sample is the stream at tick i, at time at, after its nodes' floors were
+// noted; false if it is absent.
+func (r *streamRun) sample(i int, at time.Time) (flow.StreamSample, bool) {
+	if !r.present {
+		return flow.StreamSample{}, false
+	}
+	sp := r.spec
+	last := sp.values[i].Value
+	first := r.derivedFirst(last, at)
+	if sp.firstSeq != nil && !sp.firstSeq[i].Missing {
+		first = sp.firstSeq[i].Value
+	}
+	msgs := uint64(0)
+	if first > 0 && first <= last {
+		msgs = last - first + 1
+	}
+	if sp.msgs != nil && !sp.msgs[i].Missing {
+		msgs = sp.msgs[i].Value
+	}
+	r.first, r.last = first, last
+	ss := flow.StreamSample{
+		Name: sp.name, At: at, LastSeq: last, FirstSeq: first, Msgs: msgs,
+		MaxMsgs: sp.maxMsgs, MaxAge: sp.maxAge, DiscardNew: sp.discardNew,
+	}
+	if last > 0 {
+		ss.LastTime = r.publishedAt(last)
+	}
+	if msgs > 0 {
+		ss.FirstTime = r.publishedAt(first)
+	}
+	return ss, true
+}
+
+// derivedFirst is the stream's first sequence as its server would keep it:
+// past what MaxMsgs (discarding old) and MaxAge have removed, and on an
+// interest or work-queue stream past what every node has acked.
+func (r *streamRun) derivedFirst(last uint64, at time.Time) uint64 {
+	if last == 0 {
+		return 0
+	}
+	sp := r.spec
+	first := uint64(1)
+	if sp.maxMsgs > 0 && !sp.discardNew && last > uint64(sp.maxMsgs) {
+		first = last - uint64(sp.maxMsgs) + 1
+	}
+	if sp.maxAge > 0 {
+		cut := at.Add(-sp.maxAge)
+		k := sort.Search(len(r.pub), func(k int) bool { return !r.pub[k].at.Before(cut) })
+		switch {
+		case k == len(r.pub):
+			first = last + 1 // all expired
+		case k > 0:
+			first = max(first, r.pub[k-1].seq+1)
+		}
+	}
+	if sp.retention != retentionLimits {
+		acked := last // with no node, nothing is wanted
+		for _, f := range r.floors {
+			acked = min(acked, f)
+		}
+		first = max(first, acked+1)
+	}
+	return min(first, last+1)
 }
 
 // toEvents maps transitions to events as the engine's emit does.

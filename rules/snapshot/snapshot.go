@@ -87,6 +87,28 @@ type Node struct {
 	// another consumer leader. Rules neither fire nor resolve on it then.
 	Warming bool `expr:"warming" json:"warming"`
 
+	// TimeLagSeconds is the age of the oldest message the node has not
+	// finished (the first past its ack floor); 0 when nothing waits. It is
+	// read from the stream unless TimeLagEstimated, when it is
+	// interpolated from the stream's sequence and publish times.
+	TimeLagSeconds   float64 `expr:"timeLagSeconds" json:"timeLagSeconds"`
+	TimeLagEstimated bool    `expr:"timeLagEstimated" json:"timeLagEstimated"`
+	// SecondsToDrain is how long until what waits now is finished: 0 when
+	// nothing waits, -1 while the backlog does not shrink.
+	SecondsToDrain float64 `expr:"secondsToDrain" json:"secondsToDrain"`
+	// MessagesLost counts the messages its stream's limits removed before
+	// the node was delivered them, since the engine began watching it;
+	// LossRate is their rate over the window.
+	MessagesLost int     `expr:"messagesLost" json:"messagesLost"`
+	LossRate     float64 `expr:"lossRate" json:"lossRate"`
+	// SecondsToLoss forecasts, at the window's rates, when the stream's
+	// limits will start removing messages the node has not been delivered:
+	// 0 while they do, -1 when no loss is in sight (no limit, nothing
+	// undelivered, or the node keeps up). RetentionLimited is true when
+	// its stream has a limit that removes messages at all.
+	SecondsToLoss    float64 `expr:"secondsToLoss" json:"secondsToLoss"`
+	RetentionLimited bool    `expr:"retentionLimited" json:"retentionLimited"`
+
 	Push      bool `expr:"push" json:"push"`
 	PushBound bool `expr:"pushBound" json:"pushBound"`
 	Paused    bool `expr:"paused" json:"paused"`

@@ -64,6 +64,20 @@ type LagMetrics struct {
 	LagGrowthRate       float64 `json:"lagGrowthRate"`
 	WaitingPulls        int     `json:"waitingPulls"`
 	SecondsSinceLastAck float64 `json:"secondsSinceLastAck"`
+	// TimeLagSeconds is the age of the oldest message the node has not
+	// finished (0 when nothing waits); TimeLagEstimated is true when it was
+	// interpolated rather than read from the stream.
+	TimeLagSeconds   float64 `json:"timeLagSeconds"`
+	TimeLagEstimated bool    `json:"timeLagEstimated"`
+	// SecondsToDrain is how long until what waits is finished at the
+	// current rates: 0 when nothing waits, -1 while the backlog does not
+	// shrink.
+	SecondsToDrain float64 `json:"secondsToDrain"`
+	// MessagesLost counts messages the stream's limits removed before the
+	// node was delivered them; SecondsToLoss forecasts when they will
+	// start to (0 while they do, -1 when no loss is in sight).
+	MessagesLost  int     `json:"messagesLost"`
+	SecondsToLoss float64 `json:"secondsToLoss"`
 }
 
 // NodeDown says one node is in trouble.

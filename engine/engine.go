@@ -40,6 +40,18 @@ type Config struct {
 	// StateReplicas is the replica count of the state bucket when the
 	// engine creates it; default 1. One that exists is used as it is.
 	StateReplicas int
+	// HistoryStep is the step of each node's lag history (the web view's
+	// sparklines, HistoryPoints points); default max(Interval, 5s).
+	HistoryStep time.Duration
+	// Recorder, if not nil, receives every sample (happen engine --record).
+	Recorder Recorder
+}
+
+// Recorder keeps what the engine sampled, so a replay can run it again.
+// Both methods are called on the tick and must not block.
+type Recorder interface {
+	Record(snap flow.Snapshot)           // a successful sample, before the tracker sees it
+	RecordBlind(at time.Time, err error) // a failed sample: the engine is blind
 }
 
 // Engine watches one NATS account. Create it with New, run it with Run.
@@ -71,6 +83,9 @@ type Engine struct {
 	blindSince time.Time
 	holdUntil  time.Time // after being blind: no incident changes until windows refill
 	view       atomic.Pointer[view]
+	recent     eventRing // the last events published, for the API (api.go)
+	history    history   // each node's recent lag and the tick bell (history.go)
+	lastReload atomic.Pointer[ReloadResult]
 
 	errMu    sync.Mutex
 	errSeen  map[string]time.Time // rate-limits expression error logs
@@ -143,6 +158,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("start sampling: %w", err)
 	}
 	defer e.sampler.Stop()
+	stopAPI := e.startAPI() // answers happen status and happen events until Run returns
+	defer stopAPI()
 	t := time.NewTicker(e.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -176,6 +193,7 @@ func (e *Engine) Reload(set *rules.Set) {
 // usually rules.Errors; the previous rules stay in force.
 func (e *Engine) Reject(err error) {
 	e.met.reloads.WithLabelValues("rejected").Inc()
+	e.lastReload.Store(rejected(err))
 	byFile := map[string][]string{}
 	var order []string
 	var diags rules.Errors
@@ -199,6 +217,7 @@ func (e *Engine) Reject(err error) {
 // Tick runs one sample-evaluate-emit cycle. Run calls it every interval;
 // it is exported for tests that drive time themselves.
 func (e *Engine) Tick(ctx context.Context) {
+	defer e.afterTick()
 	start := time.Now()
 	// A sample may take longer than one interval (the ticker then skips a
 	// beat); only one that takes much longer makes the engine blind.
@@ -214,8 +233,14 @@ func (e *Engine) Tick(ctx context.Context) {
 			return
 		}
 		e.met.samples.WithLabelValues("error").Inc()
+		if e.cfg.Recorder != nil {
+			e.cfg.Recorder.RecordBlind(start, err)
+		}
 		e.goBlind(err)
 		return
+	}
+	if e.cfg.Recorder != nil {
+		e.cfg.Recorder.Record(snap)
 	}
 	e.met.samples.WithLabelValues("ok").Inc()
 	if e.blind {
@@ -261,7 +286,7 @@ func (e *Engine) Tick(ctx context.Context) {
 // within one interval, so a longer gap may hide anything; after it, every
 // window starts afresh and incidents hold for a warm-up and this much more.
 func (e *Engine) blindReset() time.Duration {
-	return max(2*time.Second, 2*e.cfg.Interval)
+	return flow.BlindReset(e.cfg.Interval)
 }
 
 // blindGap is how long the engine has not seen JetStream: since its last
@@ -290,6 +315,7 @@ func (e *Engine) applyReload(ctx context.Context, r reload, now time.Time, st *f
 	e.emit(ctx, trs, st)
 	e.met.rulesLoaded.Set(float64(len(r.set.Rules)))
 	e.met.reloads.WithLabelValues("applied").Inc()
+	e.lastReload.Store(&ReloadResult{At: time.Now(), Result: "applied", Files: r.files, Rules: len(r.set.Rules)})
 	e.log.Info("rules reloaded", "files", r.files, "rules", len(r.set.Rules))
 	e.publish(events.TypeRulesReloaded, events.RulesReloaded{Files: r.files, Rules: len(r.set.Rules)}, "", "")
 }
@@ -392,6 +418,7 @@ func (e *Engine) publish(typ string, payload any, correlation, causation string)
 		e.met.publishErrors.Inc()
 		e.log.Error("publish event", "subject", subj, "error", err)
 	}
+	e.recent.add(env)
 	e.met.events.WithLabelValues(typ).Inc()
 	e.log.Info("event", "type", typ, "id", env.Context.ID, "correlationId", correlation, "payload", string(raw))
 	return env

@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"errors"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/rules"
 )
 
 // Status is what /api/status serves: the engine's health and every node,
@@ -15,6 +18,8 @@ type Status struct {
 	Blind      bool            `json:"blind"`
 	Reason     string          `json:"reason,omitempty"`
 	Nodes      []NodeStatus    `json:"nodes"`
+	Total      int             `json:"total"`            // nodes matched; Nodes may be one page of them
+	Offset     int             `json:"offset,omitempty"` // where that page starts (api.go)
 	Unobserved []string        `json:"unobserved"`
 	Groups     []flow.Group    `json:"groups"`
 	System     flow.System     `json:"system"`
@@ -29,6 +34,7 @@ type NodeStatus struct {
 	State    string `json:"state"`
 	Pattern  string `json:"pattern,omitempty"`
 	Incident string `json:"incident,omitempty"`
+	Level    string `json:"level,omitempty"` // the incident's level
 }
 
 // IncidentState is one open incident.
@@ -47,8 +53,60 @@ type IncidentState struct {
 
 // RulesStatus names the rules in force.
 type RulesStatus struct {
-	Files []string `json:"files"`
-	Count int      `json:"count"`
+	Files []string   `json:"files"`
+	Count int        `json:"count"`
+	List  []RuleInfo `json:"list"`
+	// LastReload is the outcome of the last ruleset change since the engine
+	// started; nil while the rules are those it started with.
+	LastReload *ReloadResult `json:"lastReload,omitempty"`
+}
+
+// RuleInfo is one rule in force.
+type RuleInfo struct {
+	Name    string `json:"name"`
+	Scope   string `json:"scope"`
+	Emit    string `json:"emit"`
+	Pattern string `json:"pattern"`
+	Level   string `json:"level"`
+	At      string `json:"at"` // file:line of the rule
+}
+
+// ReloadResult is the outcome of one ruleset change: "applied", with the
+// files and rule count now in force, or "rejected", with every fault as
+// file:line:col: message (the previous rules stay in force).
+type ReloadResult struct {
+	At     time.Time `json:"at"`
+	Result string    `json:"result"`
+	Files  []string  `json:"files,omitempty"`
+	Rules  int       `json:"rules,omitempty"`
+	Errors []string  `json:"errors,omitempty"`
+}
+
+// rejected is the ReloadResult of a change refused with err.
+func rejected(err error) *ReloadResult {
+	r := &ReloadResult{At: time.Now(), Result: "rejected"}
+	var diags rules.Errors
+	if errors.As(err, &diags) {
+		for _, d := range diags {
+			r.Errors = append(r.Errors, d.Error())
+		}
+	} else {
+		r.Errors = []string{err.Error()}
+	}
+	return r
+}
+
+// ruleList describes every rule of set, in its order.
+func ruleList(set *rules.Set) []RuleInfo {
+	out := make([]RuleInfo, len(set.Rules))
+	for i, r := range set.Rules {
+		at := r.Pos.File
+		if r.Pos.Line > 0 {
+			at += ":" + strconv.Itoa(r.Pos.Line)
+		}
+		out[i] = RuleInfo{Name: r.Name, Scope: string(r.Scope), Emit: r.Emit, Pattern: r.Pattern, Level: r.Level, At: at}
+	}
+	return out
 }
 
 // view is what a tick leaves for Status: the flow state (never changed
@@ -76,6 +134,7 @@ func (e *Engine) Status() *Status {
 		Incidents:  v.incidents,
 		Rules:      v.rules,
 	}
+	s.Rules.LastReload = e.lastReload.Load()
 	if s.Incidents == nil {
 		s.Incidents = []IncidentState{}
 	}
@@ -96,6 +155,7 @@ func (e *Engine) Status() *Status {
 		s.Nodes[i] = NodeStatus{Node: st.Nodes[i], State: "ok"}
 		byKey[st.Nodes[i].Key] = &s.Nodes[i]
 	}
+	s.Total = len(s.Nodes)
 	for _, k := range st.Unobserved {
 		s.Unobserved = append(s.Unobserved, k.String())
 	}
@@ -106,6 +166,7 @@ func (e *Engine) Status() *Status {
 		for _, k := range inc.keys {
 			if n := byKey[k]; n != nil {
 				n.State, n.Pattern, n.Incident = "down", inc.Pattern, inc.ID
+				n.Level = inc.Level
 			}
 		}
 	}
@@ -131,7 +192,7 @@ func (e *Engine) Health() (bool, string) {
 // the evaluator's and change on the next tick.
 func (e *Engine) newView(st *flow.State) *view {
 	set := e.eval.Set()
-	v := &view{st: st, rules: RulesStatus{Files: set.Files, Count: len(set.Rules)}}
+	v := &view{st: st, rules: RulesStatus{Files: set.Files, Count: len(set.Rules), List: ruleList(set)}}
 	var ids map[flow.NodeKey]string
 	for _, inc := range e.eval.Active() {
 		if ids == nil {
@@ -156,4 +217,45 @@ func (e *Engine) newView(st *flow.State) *view {
 	}
 	sort.Slice(v.incidents, func(i, j int) bool { return v.incidents[i].Since.Before(v.incidents[j].Since) })
 	return v
+}
+
+// TroubleRank orders nodes by how much they need a look, lowest first: in
+// an incident (critical, then warning, then any other level), stalled,
+// falling behind or lagging, then the rest.
+func (n *NodeStatus) TroubleRank() int {
+	switch {
+	case n.State == "down" && n.Level == "critical":
+		return 0
+	case n.State == "down" && n.Level == "warning":
+		return 1
+	case n.State == "down":
+		return 2
+	case n.Stalled:
+		return 3
+	case n.FallingBehind || n.Lagging:
+		return 4
+	}
+	return 5
+}
+
+// Troubled reports whether n is anything but ok: in an incident, stalled,
+// falling behind or lagging.
+func (n *NodeStatus) Troubled() bool { return n.TroubleRank() < 5 }
+
+// SortTrouble sorts nodes trouble first (TroubleRank), then by messages
+// waiting, most first, then by id and key so the order is stable.
+func SortTrouble(nodes []NodeStatus) {
+	sort.SliceStable(nodes, func(i, j int) bool {
+		a, b := &nodes[i], &nodes[j]
+		if ra, rb := a.TroubleRank(), b.TroubleRank(); ra != rb {
+			return ra < rb
+		}
+		if a.MessagesWaiting != b.MessagesWaiting {
+			return a.MessagesWaiting > b.MessagesWaiting
+		}
+		if a.ID != b.ID {
+			return a.ID < b.ID
+		}
+		return a.Key.String() < b.Key.String()
+	})
 }

@@ -1,5 +1,6 @@
 // Package httpapi serves the engine's HTTP endpoints: /healthz for
-// orchestrators, /metrics for Prometheus and /api/status as JSON.
+// orchestrators, /metrics for Prometheus, /api/status as JSON and, when
+// the source can feed it, the live web view at / (package webview).
 package httpapi
 
 import (
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/engine/webview"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -23,9 +25,13 @@ type StatusSource interface {
 	Status() *engine.Status
 }
 
-// Handler returns the mux for src with metrics from g.
+// Handler returns the mux for src with metrics from g. A src that is also
+// a webview.Source (the engine is) serves the web view as well.
 func Handler(src StatusSource, g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
+	if ws, ok := src.(webview.Source); ok {
+		webview.Register(mux, ws, webview.Options{})
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ok, why := src.Health()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -55,7 +61,10 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 	if err != nil {
 		return nil, nil, fmt.Errorf("http listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	// Requests live within ctx, so the web view's streams end at shutdown
+	// instead of holding it up.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	done := make(chan error, 1)
 	go func() {
 		err := srv.Serve(ln)
@@ -72,6 +81,6 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 			log.Warn("http shutdown", "error", err)
 		}
 	}()
-	log.Info("http listening", "addr", ln.Addr().String(), "endpoints", "/healthz /metrics /api/status")
+	log.Info("http listening", "addr", ln.Addr().String(), "endpoints", "/healthz /metrics /api/status "+webview.Endpoints)
 	return ln.Addr(), done, nil
 }

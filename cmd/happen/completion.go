@@ -14,7 +14,7 @@ var (
 	flagWords = map[string][]string{
 		"log-level":  {"debug", "info", "warn", "error"},
 		"log-format": {"text", "json"},
-		"output":     {"table", "json"},
+		"output":     {"text", "json"},
 		"color":      {"auto", "always", "never"},
 	}
 	// flagFiles take a file; the extensions filter the candidates (none: any).

@@ -47,6 +47,7 @@ type engineFlags struct {
 	dryRun         bool
 	logLevel       string
 	logFormat      string
+	rec            recordFlags // --record and its rotation (replay.go)
 }
 
 func newEngineCmd() *cobra.Command {
@@ -99,6 +100,7 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.BoolVar(&f.dryRun, "dry-run", false, "evaluate and emit events, but run no action (log what would run)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.rec.register(fs)
 	return cmd
 }
 
@@ -208,7 +210,13 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		return &exitError{code: 1, err: err}
 	}
 
+	recorder, stopRecording, err := f.rec.open(f.interval, log)
+	if err != nil {
+		return err
+	}
+	defer stopRecording() // runs once the engine has stopped: Run returns before runEngine does
 	eng = engine.New(nc, set, engine.Config{
+		Recorder:      recorder,
 		Interval:      f.interval,
 		SubjectPrefix: f.subjectPrefix,
 		Logger:        log,

@@ -56,7 +56,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newEngineCmd(), newRulesCmd(), newVersionCmd())
+	root.AddCommand(newEngineCmd(), newRulesCmd(), newStatusCmd(), newEventsCmd(), newDemoCmd(), newReplayCmd(), newVersionCmd())
 	registerCompletions(root) // after every command is added
 	return root
 }

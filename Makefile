@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 
-.PHONY: build run test vet browser bench property fuzz proto proto-tools example clean
+.PHONY: build run demo test vet browser bench property fuzz proto proto-tools example clean
 
 ## build: the happen binary and every built-in plugin, in bin/
 build:
@@ -21,6 +21,10 @@ build:
 ## run: the engine on the embedded NATS server (extra flags: make run ARGS="--interval 2s")
 run: build
 	./$(BIN)/happen engine $(ARGS)
+
+## demo: build, then show every pattern detected live on an embedded server (about 70s)
+demo: build
+	./$(BIN)/happen demo $(ARGS)
 
 ## test: vet, then every test with the race detector (installs Debian's chromium
 ## for the web view's browser test where it is missing; see scripts/ensure-chromium.sh)

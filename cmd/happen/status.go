@@ -228,16 +228,16 @@ func printStatus(w io.Writer, st *engine.Status, now time.Time) {
 		fmt.Fprintln(w, "no nodes match")
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tGROUP\tSTATE\tPATTERN\tWAITING\tPENDING\tACK/S\tDELIVERY/S\tGROWTH/S\tCADENCE/STALL\tSINCE ACK")
+		fmt.Fprintln(tw, "NODE\tGROUP\tSTATE\tPATTERN\tWAITING\tPENDING\tTIME LAG\tDRAIN IN\tACK/S\tDELIVERY/S\tGROWTH/S\tCADENCE/STALL\tSINCE ACK")
 		for i := range st.Nodes {
 			n := &st.Nodes[i]
 			cadence := "?"
 			if n.CadenceLearned {
 				cadence = secs(n.AckCadence)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s/%s\t%s\n",
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s/%s\t%s\n",
 				n.ID, dashIfEmpty(n.Group), nodeState(n), dashIfEmpty(n.Pattern), n.MessagesWaiting, n.NumPending,
-				rate(n.AckRate), rate(n.DeliveryRate), rate(n.LagGrowthRate), cadence, secs(n.StallThreshold), secs(n.SecondsSinceLastAck))
+				timeLag(n), drainIn(n.SecondsToDrain), rate(n.AckRate), rate(n.DeliveryRate), rate(n.LagGrowthRate), cadence, secs(n.StallThreshold), secs(n.SecondsSinceLastAck))
 		}
 		tw.Flush()
 		if more := st.Total - len(st.Nodes); more > 0 {
@@ -323,6 +323,26 @@ func dashIfEmpty(s string) string {
 }
 
 func rate(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
+
+// timeLag is the node's time lag, marked ~ when estimated from the
+// stream's publish times rather than read; - when nothing waits.
+func timeLag(n *engine.NodeStatus) string {
+	if n.MessagesWaiting == 0 {
+		return "-"
+	}
+	if n.TimeLagEstimated {
+		return "~" + secs(n.TimeLagSeconds)
+	}
+	return secs(n.TimeLagSeconds)
+}
+
+// drainIn is the time to drain; - while the backlog is not shrinking (-1).
+func drainIn(s float64) string {
+	if s < 0 {
+		return "-"
+	}
+	return secs(s)
+}
 
 func secs(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) + "s" }
 

@@ -355,6 +355,11 @@ type nodeRow struct {
 	AckCadence          float64 `json:"ackCadence"`
 	StallThreshold      float64 `json:"stallThreshold"`
 	CadenceLearned      bool    `json:"cadenceLearned"`
+	TimeLagSeconds      float64 `json:"timeLagSeconds"`
+	TimeLagEstimated    bool    `json:"timeLagEstimated,omitempty"`
+	SecondsToDrain      float64 `json:"secondsToDrain"` // -1: not draining
+	MessagesLost        int     `json:"messagesLost,omitempty"`
+	SecondsToLoss       float64 `json:"secondsToLoss"` // -1: no loss in sight
 	Points              points  `json:"points"`
 }
 
@@ -367,6 +372,8 @@ func newNodeRow(r *row, pts []float32) nodeRow {
 		DeliveryRate: n.DeliveryRate, AckRate: n.AckRate, LagGrowthRate: n.LagGrowthRate,
 		SecondsSinceLastAck: n.SecondsSinceLastAck,
 		AckCadence:          n.AckCadence, StallThreshold: n.StallThreshold, CadenceLearned: n.CadenceLearned,
+		TimeLagSeconds: n.TimeLagSeconds, TimeLagEstimated: n.TimeLagEstimated, SecondsToDrain: n.SecondsToDrain,
+		MessagesLost: n.MessagesLost, SecondsToLoss: n.SecondsToLoss,
 		Points: pts,
 	}
 }

@@ -9,7 +9,7 @@
   const ROW = 30;          // px; must match #nodes tbody tr.node in style.css
   const OVERSCAN = 8;      // rows fetched beyond each edge of the view
   const MAX_EVENTS = 50;   // as the server's RecentEventsShown
-  const COLS = 10;
+  const COLS = 12;
 
   const $ = (id) => document.getElementById(id);
   const scroller = $('scroller');
@@ -225,12 +225,19 @@
     const sparkTitle = `messages waiting over the last ${secs(span)}: peak ${int(max)}`;
     const cadence = n.cadenceLearned ? secs(n.ackCadence) : '<span class="prior" title="not learned yet">learning</span>';
     const stall = secs(n.stallThreshold) + (n.cadenceLearned ? '' : ' <span class="prior" title="a cautious prior until the cadence is learned">prior</span>');
+    const lag = n.messagesWaiting > 0 ? (n.timeLagEstimated ? '~' : '') + secs(n.timeLagSeconds) : '-';
+    const drain = n.secondsToDrain < 0 ? '-' : secs(n.secondsToDrain);
+    let risk = '';
+    if (n.messagesLost > 0) risk = ` title="${int(n.messagesLost)} messages removed by the stream's limits before delivery"`;
+    else if (n.secondsToLoss >= 0) risk = ` title="the stream's limits remove undelivered messages in ${secs(n.secondsToLoss)}"`;
     const growth = n.lagGrowthRate > 0.005 ? '+' + rate(n.lagGrowthRate) : rate(n.lagGrowthRate);
     return `<tr class="node st-${esc(n.state)}" aria-rowindex="${i + 2}" data-id="${esc(n.id)}">` +
       `<th scope="row" title="${esc(n.stream + '/' + n.consumer)}">${esc(n.id)}</th>` +
       `<td title="${esc(groupName(n.group))}">${esc(groupName(n.group))}</td>` +
       `<td><span class="state s-${esc(n.state)}"${n.level ? ` title="${esc(n.level)}"` : ''}>${esc(label)}</span></td>` +
       `<td class="num">${int(n.messagesWaiting)}</td>` +
+      `<td class="num${risk ? ' grow-up' : ''}"${risk}>${lag}</td>` +
+      `<td class="num">${drain}</td>` +
       `<td title="${sparkTitle}"><svg class="spark" viewBox="0 0 100 22" preserveAspectRatio="none" role="img" aria-label="${sparkTitle}">${spark(n.points, page.history.points, max)}</svg></td>` +
       `<td class="num">${rate(n.deliveryRate)}</td>` +
       `<td class="num">${rate(n.ackRate)}</td>` +

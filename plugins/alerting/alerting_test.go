@@ -194,7 +194,7 @@ func TestJSONFormat(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d requests, want 2", len(got))
 	}
-	wantFire := `{"type":"node.down","payload":{"nodeId":"orders-eu-1","pattern":"node-failure","rule":"node-failure","level":"critical","stream":"ORDERS","consumer":"orders-eu-1","group":"eu","affectedNodes":["orders-eu-1"],"lagMetrics":{"messagesWaiting":1520,"numPending":1400,"ackPending":120,"redelivered":3,"deliveryRate":0,"ackRate":0,"lagGrowthRate":48.5,"waitingPulls":0,"secondsSinceLastAck":7.2}},"context":{"id":"ev-1","timestamp":1732400000000,"sender":"happen-engine/a1","correlationId":"inc-1"}}`
+	wantFire := `{"type":"node.down","payload":{"nodeId":"orders-eu-1","pattern":"node-failure","rule":"node-failure","level":"critical","stream":"ORDERS","consumer":"orders-eu-1","group":"eu","affectedNodes":["orders-eu-1"],"lagMetrics":{"messagesWaiting":1520,"numPending":1400,"ackPending":120,"redelivered":3,"deliveryRate":0,"ackRate":0,"lagGrowthRate":48.5,"waitingPulls":0,"secondsSinceLastAck":7.2,"timeLagSeconds":0,"timeLagEstimated":false,"secondsToDrain":0,"messagesLost":0,"secondsToLoss":0}},"context":{"id":"ev-1","timestamp":1732400000000,"sender":"happen-engine/a1","correlationId":"inc-1"}}`
 	if got[0].body != wantFire {
 		t.Errorf("fire body\n got %s\nwant %s", got[0].body, wantFire)
 	}

@@ -109,17 +109,30 @@ func (w *world) addNodeOn(url, stream, id, group string) *testutil.Worker {
 
 // startEngine runs the engine with the built-in rules (or set) at a 1s
 // interval, the default the targets are stated for.
-func (w *world) startEngine(set *rules.Set) {
+func (w *world) startEngine(set *rules.Set) { w.startEngineConfig(set, engine.Config{}) }
+
+// startEngineConfig is startEngine with cfg's fields (a registry, a
+// recorder...); zero Interval, Logger and Instance take the scenarios'
+// defaults. stopped, if given, runs once the engine has returned.
+func (w *world) startEngineConfig(set *rules.Set, cfg engine.Config, stopped ...func()) {
 	w.t.Helper()
 	if set == nil {
 		set = defaultSet(w.t)
 	}
 	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if os.Getenv("HAPPEN_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if os.Getenv("HAPPEN_TEST_LOG") != "" {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		}
 	}
-	w.eng = engine.New(nc, set, engine.Config{Interval: time.Second, Logger: log, Instance: "test"})
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = "test"
+	}
+	w.eng = engine.New(nc, set, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	w.cancel, w.done = cancel, done
@@ -127,6 +140,9 @@ func (w *world) startEngine(set *rules.Set) {
 		defer close(done)
 		if err := w.eng.Run(ctx); err != nil {
 			w.t.Errorf("engine run: %v", err)
+		}
+		for _, f := range stopped {
+			f()
 		}
 	}()
 	w.t.Cleanup(func() {

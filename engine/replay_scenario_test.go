@@ -1,8 +1,6 @@
 package engine_test
 
 import (
-	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +10,10 @@ import (
 	"github.com/happen-dev/happen/engine"
 	"github.com/happen-dev/happen/engine/record"
 	"github.com/happen-dev/happen/engine/replay"
-	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/rules/ruletest"
 	"github.com/happen-dev/happen/rulesets"
 	"github.com/happen-dev/happen/sdk/events"
-	"github.com/nats-io/nats.go"
 )
 
 // startRecordedEngine is startEngine with every sample recorded to path.
@@ -28,28 +24,11 @@ func (w *world) startRecordedEngine(path string) *record.Writer {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w.eng = engine.New(nc, defaultSet(w.t), engine.Config{Interval: time.Second, Logger: log, Instance: "test", Recorder: rec})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	w.cancel, w.done = cancel, done
-	go func() {
-		defer close(done)
-		if err := w.eng.Run(ctx); err != nil {
-			w.t.Errorf("engine run: %v", err)
-		}
+	w.startEngineConfig(nil, engine.Config{Recorder: rec}, func() {
 		if err := rec.Close(); err != nil {
 			w.t.Errorf("close recording: %v", err)
 		}
-	}()
-	w.t.Cleanup(func() {
-		cancel()
-		<-done
 	})
-	testutil.Eventually(w.t, 15*time.Second, func() bool {
-		return len(w.eng.Status().Nodes) >= len(w.workers)
-	}, "engine sees %d nodes", len(w.workers))
 	return rec
 }
 

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/happen-dev/happen/engine"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/sdk/events"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	ptestutil "github.com/prometheus/client_golang/prometheus/testutil"
@@ -27,25 +25,7 @@ import (
 // reg.
 func (w *world) startEngineWith(reg *prometheus.Registry) {
 	w.t.Helper()
-	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w.eng = engine.New(nc, defaultSet(w.t), engine.Config{Interval: time.Second, Logger: log, Instance: "test", Registry: reg})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	w.cancel, w.done = cancel, done
-	go func() {
-		defer close(done)
-		if err := w.eng.Run(ctx); err != nil {
-			w.t.Errorf("engine run: %v", err)
-		}
-	}()
-	w.t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	testutil.Eventually(w.t, 15*time.Second, func() bool {
-		return len(w.eng.Status().Nodes) >= len(w.workers)
-	}, "engine sees %d nodes", len(w.workers))
+	w.startEngineConfig(nil, engine.Config{Registry: reg})
 }
 
 func (w *world) createStream(cfg jetstream.StreamConfig) jetstream.Stream {

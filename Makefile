@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PLUGINS := $(filter-out internal,$(notdir $(wildcard plugins/*)))
 
-.PHONY: build run demo test vet browser bench property fuzz proto proto-tools example clean
+.PHONY: build run demo test vet browser bench bench-scale property fuzz proto proto-tools example clean
 
 ## build: the happen binary and every built-in plugin, in bin/
 build:
@@ -41,6 +41,11 @@ vet:
 ## bench: the benchmarks quoted in docs/performance.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/
+
+## bench-scale: the engine's cost watching 1,000 and 10,000 consumers (a few minutes;
+## ARGS="-o markdown" for docs/performance.md, ARGS="--help" for the flags)
+bench-scale:
+	$(GO) run ./cmd/bench-scale $(ARGS)
 
 ## property: the randomized detection property tests on fresh seeds (SEEDS=300 by default)
 property:

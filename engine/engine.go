@@ -86,6 +86,8 @@ type Engine struct {
 	recent     eventRing // the last events published, for the API (api.go)
 	history    history   // each node's recent lag and the tick bell (history.go)
 	lastReload atomic.Pointer[ReloadResult]
+	iso        isolation       // the engine's own server cut from its cluster (isolation.go)
+	isoEvent   events.Envelope // the engine.isolated event of the isolation in course
 
 	errMu    sync.Mutex
 	errSeen  map[string]time.Time // rate-limits expression error logs
@@ -149,6 +151,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError), rules.ForInterval(cfg.Interval))
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
 	e.view.Store(&view{reason: "starting"})
+	e.iso.noMetaAfter = max(noMetaAfter, 3*cfg.Interval)
 	return e
 }
 
@@ -227,6 +230,9 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.met.sampleSeconds.Observe(time.Since(start).Seconds())
 	if err == nil && !e.nc.IsConnected() {
 		err = errors.New("not connected to NATS")
+	}
+	if iso := e.checkIsolation(ctx, start, &snap, err); iso != nil && e.nc.IsConnected() {
+		err = iso // what it sampled, if anything, is only its own side's
 	}
 	if err != nil {
 		if ctx.Err() != nil {

@@ -16,6 +16,7 @@ type metrics struct {
 	reloads       *prometheus.CounterVec
 	rulesLoaded   prometheus.Gauge
 	blind         prometheus.Gauge
+	isolated      prometheus.Gauge
 	nodes         *prometheus.GaugeVec
 	system        *prometheus.GaugeVec
 
@@ -64,6 +65,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		blind: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "happen_blind", Help: "1 while the engine cannot sample JetStream.",
+		}),
+		isolated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "happen_engine_isolated", Help: "1 while the engine's own NATS server is cut from its cluster.",
 		}),
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "happen_nodes", Help: "Nodes by state (observed, unobserved, idle, stalled, lagging).",
@@ -114,7 +118,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.samples, m.sampleSeconds, m.evaluations, m.ruleErrors, m.events,
-			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.nodes, m.system,
+			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.isolated, m.nodes, m.system,
 			m.waiting, m.ackRate, m.deliveryRate, m.lagGrowth, m.stalled, m.stallThreshold,
 			m.timeLag, m.timeLagEstimated, m.toDrain, m.toLoss, m.lost)
 	}

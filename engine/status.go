@@ -16,6 +16,7 @@ type Status struct {
 	At         time.Time       `json:"at"`
 	Healthy    bool            `json:"healthy"`
 	Blind      bool            `json:"blind"`
+	Isolated   bool            `json:"isolated,omitempty"` // the engine's own server is cut from its cluster
 	Reason     string          `json:"reason,omitempty"`
 	Nodes      []NodeStatus    `json:"nodes"`
 	Total      int             `json:"total"`            // nodes matched; Nodes may be one page of them
@@ -141,6 +142,7 @@ func (e *Engine) Status() *Status {
 	if ok, why := e.Health(); !ok {
 		s.Healthy, s.Reason = false, why
 	}
+	s.Isolated = e.iso.current() != nil
 	if v.st == nil {
 		return s
 	}
@@ -173,10 +175,14 @@ func (e *Engine) Status() *Status {
 	return s
 }
 
-// Health reports whether the engine is connected and sampling.
+// Health reports whether the engine is connected and sampling, and not
+// cut off from its cluster (isolation.go).
 func (e *Engine) Health() (bool, string) {
 	if !e.nc.IsConnected() {
 		return false, "not connected to NATS"
+	}
+	if iso := e.iso.current(); iso != nil {
+		return false, iso.Reason
 	}
 	last := e.lastOK.Load()
 	if last == 0 {

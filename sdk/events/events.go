@@ -21,6 +21,9 @@ const (
 	TypeRulesReloaded = "rules.reloaded"
 	TypeRulesRejected = "rules.rejected"
 	TypeActionFailed  = "action.failed"
+	// The engine's own server was cut from its cluster, and its end.
+	TypeEngineIsolated = "engine.isolated"
+	TypeEngineRejoined = "engine.rejoined"
 )
 
 // Levels of a down event.
@@ -156,4 +159,24 @@ type ActionFailed struct {
 	Action  string `json:"action"`
 	Error   string `json:"error"`
 	EventID string `json:"eventId"`
+}
+
+// EngineIsolated says the engine's own NATS server is cut from its cluster:
+// it sees only its own side, so it reports nothing about nodes until it
+// rejoins. The engine.rejoined that ends it carries its correlationId.
+type EngineIsolated struct {
+	Since int64 `json:"since"` // Unix milliseconds
+	// ServersSeen is how many servers the engine's connection lists now;
+	// ServersKnown the most it has listed, the cluster size it knew.
+	ServersSeen  int    `json:"serversSeen"`
+	ServersKnown int    `json:"serversKnown"`
+	Reason       string `json:"reason"`
+}
+
+// EngineRejoined ends an EngineIsolated: the engine sees its cluster again
+// and resumes judging once its flow windows have refilled.
+type EngineRejoined struct {
+	Since           int64   `json:"since"` // when the isolation began, Unix milliseconds
+	IsolatedSeconds float64 `json:"isolatedSeconds"`
+	ServersSeen     int     `json:"serversSeen"`
 }

@@ -35,7 +35,7 @@ happen_node_messages_waiting{consumer="c1",group="eu",node="c1",stream="S"} 7
 	}
 
 	m.observe(&flow.State{Left: []flow.NodeKey{key}})
-	if n := testutil.CollectAndCount(m.waiting); n != 0 {
+	if n := testutil.CollectAndCount(m.perNode, "happen_node_messages_waiting"); n != 0 {
 		t.Fatalf("%d series left for a node that left", n)
 	}
 }

@@ -24,21 +24,24 @@ type eventView struct {
 
 // payload holds the fields of every event type that a line shows.
 type payload struct {
-	NodeID        string   `json:"nodeId"`
-	Pattern       string   `json:"pattern"`
-	Rule          string   `json:"rule"`
-	Level         string   `json:"level"`
-	AffectedNodes []string `json:"affectedNodes"`
-	DownSeconds   float64  `json:"downSeconds"`
-	Reason        string   `json:"reason"`
-	Files         []string `json:"files"`
-	Rules         int      `json:"rules"`
-	File          string   `json:"file"`
-	Errors        []string `json:"errors"`
-	Plugin        string   `json:"plugin"`
-	Action        string   `json:"action"`
-	Error         string   `json:"error"`
-	LagMetrics    *struct {
+	NodeID          string   `json:"nodeId"`
+	Pattern         string   `json:"pattern"`
+	Rule            string   `json:"rule"`
+	Level           string   `json:"level"`
+	AffectedNodes   []string `json:"affectedNodes"`
+	DownSeconds     float64  `json:"downSeconds"`
+	Reason          string   `json:"reason"`
+	Files           []string `json:"files"`
+	Rules           int      `json:"rules"`
+	File            string   `json:"file"`
+	Errors          []string `json:"errors"`
+	Plugin          string   `json:"plugin"`
+	Action          string   `json:"action"`
+	Error           string   `json:"error"`
+	ServersSeen     int      `json:"serversSeen"`
+	ServersKnown    int      `json:"serversKnown"`
+	IsolatedSeconds float64  `json:"isolatedSeconds"`
+	LagMetrics      *struct {
 		MessagesWaiting int `json:"messagesWaiting"`
 	} `json:"lagMetrics"`
 }
@@ -73,6 +76,10 @@ func newEventView(env events.Envelope) eventView {
 		}
 	case events.TypeActionFailed:
 		ev.Detail = fmt.Sprintf("%s %s: %s", p.Plugin, p.Action, p.Error)
+	case events.TypeEngineIsolated:
+		ev.Detail = fmt.Sprintf("sees %d of %d servers: %s", p.ServersSeen, p.ServersKnown, p.Reason)
+	case events.TypeEngineRejoined:
+		ev.Detail = fmt.Sprintf("after %.1fs cut off", p.IsolatedSeconds)
 	}
 	return ev
 }

@@ -77,22 +77,25 @@ func Format(env events.Envelope, o Options) string {
 
 // payload holds the fields of every event type that a line shows.
 type payload struct {
-	NodeID        string                `json:"nodeId"`
-	Pattern       string                `json:"pattern"`
-	Level         string                `json:"level"`
-	Group         string                `json:"group"`
-	AffectedNodes []string              `json:"affectedNodes"`
-	LagMetrics    *events.LagMetrics    `json:"lagMetrics"`
-	Metrics       *events.SystemMetrics `json:"metrics"`
-	DownSeconds   float64               `json:"downSeconds"`
-	Reason        string                `json:"reason"`
-	Files         []string              `json:"files"`
-	Rules         int                   `json:"rules"`
-	File          string                `json:"file"`
-	Errors        []string              `json:"errors"`
-	Plugin        string                `json:"plugin"`
-	Action        string                `json:"action"`
-	Error         string                `json:"error"`
+	NodeID          string                `json:"nodeId"`
+	Pattern         string                `json:"pattern"`
+	Level           string                `json:"level"`
+	Group           string                `json:"group"`
+	AffectedNodes   []string              `json:"affectedNodes"`
+	LagMetrics      *events.LagMetrics    `json:"lagMetrics"`
+	Metrics         *events.SystemMetrics `json:"metrics"`
+	DownSeconds     float64               `json:"downSeconds"`
+	Reason          string                `json:"reason"`
+	Files           []string              `json:"files"`
+	Rules           int                   `json:"rules"`
+	File            string                `json:"file"`
+	Errors          []string              `json:"errors"`
+	Plugin          string                `json:"plugin"`
+	Action          string                `json:"action"`
+	Error           string                `json:"error"`
+	ServersSeen     int                   `json:"serversSeen"`
+	ServersKnown    int                   `json:"serversKnown"`
+	IsolatedSeconds float64               `json:"isolatedSeconds"`
 }
 
 func figures(typ string, p *payload, raw json.RawMessage) string {
@@ -136,6 +139,12 @@ func figures(typ string, p *payload, raw json.RawMessage) string {
 		add("plugin", p.Plugin)
 		add("action", p.Action)
 		add("error", strconv.Quote(p.Error))
+	case events.TypeEngineIsolated:
+		add("servers", fmt.Sprintf("%d/%d", p.ServersSeen, p.ServersKnown))
+		add("reason", strconv.Quote(p.Reason))
+	case events.TypeEngineRejoined:
+		add("isolated", num(p.IsolatedSeconds)+"s")
+		add("servers", strconv.Itoa(p.ServersSeen))
 	default:
 		return truncate(string(raw), 160)
 	}
@@ -152,6 +161,10 @@ func colorOf(typ, level string) string {
 		return red
 	case typ == events.TypeRulesReloaded:
 		return cyan
+	case typ == events.TypeEngineIsolated:
+		return red
+	case typ == events.TypeEngineRejoined:
+		return green
 	case strings.HasPrefix(typ, "rules.") || strings.HasPrefix(typ, "action."):
 		return magenta
 	}

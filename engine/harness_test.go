@@ -116,10 +116,16 @@ func (w *world) startEngine(set *rules.Set) { w.startEngineConfig(set, engine.Co
 // defaults. stopped, if given, runs once the engine has returned.
 func (w *world) startEngineConfig(set *rules.Set, cfg engine.Config, stopped ...func()) {
 	w.t.Helper()
+	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	w.startEngineConn(nc, set, cfg, stopped...)
+}
+
+// startEngineConn is startEngineConfig on a connection of the caller's.
+func (w *world) startEngineConn(nc *nats.Conn, set *rules.Set, cfg engine.Config, stopped ...func()) {
+	w.t.Helper()
 	if set == nil {
 		set = defaultSet(w.t)
 	}
-	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		if os.Getenv("HAPPEN_TEST_LOG") != "" {

@@ -1,13 +1,10 @@
 package engine_test
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,27 +135,7 @@ func testEngineIsolated(t *testing.T, everyURL bool) {
 func (w *world) startEngineOn(url string, reg *prometheus.Registry, opts ...nats.Option) {
 	w.t.Helper()
 	nc := testutil.Connect(w.t, url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)...)
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if os.Getenv("HAPPEN_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	w.eng = engine.New(nc, defaultSet(w.t), engine.Config{Interval: time.Second, Logger: log, Instance: "test", Registry: reg})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	w.cancel, w.done = cancel, done
-	go func() {
-		defer close(done)
-		if err := w.eng.Run(ctx); err != nil {
-			w.t.Errorf("engine run: %v", err)
-		}
-	}()
-	w.t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	testutil.Eventually(w.t, 15*time.Second, func() bool {
-		return len(w.eng.Status().Nodes) >= len(w.workers)
-	}, "engine sees %d nodes", len(w.workers))
+	w.startEngineConn(nc, nil, engine.Config{Registry: reg})
 }
 
 // expectNoFalseEvents fails if any node or system incident was reported.

@@ -2,7 +2,6 @@ package sampler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,7 +14,8 @@ import (
 )
 
 // Wire types hold only what a sample needs; encoding/json skips the rest,
-// and fields a newer server adds are ignored.
+// and fields a newer server adds are ignored. Consumer listings are read by
+// the scanner in decode.go, which decodes exactly these fields.
 
 type apiPage struct {
 	Error   *jetstream.APIError `json:"error"`
@@ -245,7 +245,7 @@ func (s *Sampler) request(ctx context.Context, subj string, offset int, into any
 		}
 		return fmt.Errorf("%s offset %d: %w", subj, offset, err)
 	}
-	if err := json.Unmarshal(msg.Data, into); err != nil {
+	if err := decodeReply(msg.Data, into); err != nil {
 		return fmt.Errorf("%s offset %d: decode response: %w", subj, offset, err)
 	}
 	return nil

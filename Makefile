@@ -51,10 +51,11 @@ bench-scale:
 property:
 	HAPPEN_PROPERTY_BASE=random HAPPEN_PROPERTY_SEEDS=$(or $(SEEDS),300) $(GO) test -count=1 -run Property ./rulesets/
 
-## fuzz: the ruleset loader and rule-test series fuzz tests (FUZZTIME=60s each by default)
+## fuzz: the ruleset loader, rule-test series and consumer-listing decoder fuzz tests (FUZZTIME=60s each by default)
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./rules/
 	$(GO) test -run '^$$' -fuzz FuzzSeries -fuzztime $(or $(FUZZTIME),60s) ./rules/ruletest/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeConsumerPage -fuzztime $(or $(FUZZTIME),60s) ./engine/sampler/
 
 ## proto: regenerate the plugin protocol's Go code from sdk/internal/pb/plugin.proto
 ## (the generated files are committed; builds and tests never need protoc)

@@ -138,14 +138,8 @@ func (s *scanner) object(field func(key []byte) int) {
 			}
 			seen |= 1 << bit
 		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
+		if !s.more('}') {
 			return
-		default:
-			s.bad = true
 		}
 	}
 }
@@ -246,15 +240,11 @@ func (s *scanner) strings(v *[]string) {
 		}
 		out = append(out, "")
 		s.str(&out[len(out)-1])
-		switch s.peek() {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			*v = out
+		if !s.more(']') {
+			if !s.bad {
+				*v = out
+			}
 			return
-		default:
-			s.bad = true
 		}
 	}
 }
@@ -367,6 +357,22 @@ func (s *scanner) time(v *time.Time) {
 }
 
 // skip reads any JSON value, checking it is valid.
+// more steps past what follows an item of an object or array: true at a
+// comma (another item comes), false at the closing bracket or on anything
+// else, which marks the input bad.
+func (s *scanner) more(closing byte) bool {
+	switch s.peek() {
+	case ',':
+		s.i++
+		return true
+	case closing:
+		s.i++
+		return false
+	}
+	s.bad = true
+	return false
+}
+
 func (s *scanner) skip(depth int) {
 	if depth > maxSkipDepth {
 		s.bad = true
@@ -387,14 +393,8 @@ func (s *scanner) skip(depth int) {
 			}
 			s.i++
 			s.skip(depth + 1)
-			switch s.peek() {
-			case ',':
-				s.i++
-			case '}':
-				s.i++
+			if !s.more('}') {
 				return
-			default:
-				s.bad = true
 			}
 		}
 	case c == '[':
@@ -405,14 +405,8 @@ func (s *scanner) skip(depth int) {
 		}
 		for !s.bad {
 			s.skip(depth + 1)
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
+			if !s.more(']') {
 				return
-			default:
-				s.bad = true
 			}
 		}
 	case c == '"':
@@ -574,14 +568,8 @@ func (s *scanner) consumers(p *consumerPage) {
 	for !s.bad {
 		items = append(items, consumerInfo{})
 		s.consumer(&items[len(items)-1])
-		switch s.peek() {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
+		if !s.more(']') {
 			return
-		default:
-			s.bad = true
 		}
 	}
 }

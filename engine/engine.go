@@ -19,6 +19,7 @@ import (
 	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/flow"
 	"github.com/happen-dev/happen/engine/sampler"
+	"github.com/happen-dev/happen/engine/signals"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,10 @@ type Config struct {
 	HistoryStep time.Duration
 	// Recorder, if not nil, receives every sample (happen engine --record).
 	Recorder Recorder
+	// System, if not nil, is a connection in the system account: the
+	// servers' own events (shutdowns, heartbeats, routes) become evidence
+	// for the rules (engine/signals).
+	System *nats.Conn
 }
 
 // Recorder keeps what the engine sampled, so a replay can run it again.
@@ -60,6 +65,7 @@ type Engine struct {
 	log     *slog.Logger
 	nc      *nats.Conn
 	sampler *sampler.Sampler
+	signals *signals.Watcher
 	tracker *flow.Tracker
 	eval    *rules.Evaluator
 	disp    action.Dispatcher
@@ -140,6 +146,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		log:     cfg.Logger,
 		nc:      nc,
 		sampler: sampler.New(nc, sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger}),
+		signals: signals.New(cfg.System, nc, signals.Config{Logger: cfg.Logger}),
 		tracker: flow.NewTracker(cfg.Flow),
 		disp:    cfg.Dispatcher,
 		met:     newMetrics(cfg.Registry),
@@ -157,6 +164,9 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 
 // Run samples every interval until ctx ends. It returns nil on a clean stop.
 func (e *Engine) Run(ctx context.Context) error {
+	if err := e.signals.Start(ctx); err != nil {
+		return fmt.Errorf("listen to server signals: %w", err)
+	}
 	if err := e.sampler.Start(ctx); err != nil {
 		return fmt.Errorf("start sampling: %w", err)
 	}
@@ -245,6 +255,7 @@ func (e *Engine) Tick(ctx context.Context) {
 		e.goBlind(err)
 		return
 	}
+	snap.Signals = e.signals.Read()
 	if e.cfg.Recorder != nil {
 		e.cfg.Recorder.Record(snap)
 	}
@@ -267,6 +278,7 @@ func (e *Engine) Tick(ctx context.Context) {
 
 	st := e.tracker.Update(snap)
 	now := snap.At
+	flow.Annotate(st, &snap.Signals, now)
 	e.restore(ctx, now, st, &snap)
 
 	select {

@@ -55,7 +55,14 @@ func newWorld(t testing.TB) *world {
 // a cluster, with the ORDERS stream made from cfg.
 func newWorldOn(t testing.TB, srv *server.Server, cfg jetstream.StreamConfig) *world {
 	t.Helper()
-	w := &world{t: t, srv: srv, url: srv.ClientURL(), workers: map[string]*testutil.Worker{}}
+	return newWorldAt(t, srv, srv.ClientURL(), cfg)
+}
+
+// newWorldAt is newWorldOn reaching srv through url, which may carry a
+// user and password.
+func newWorldAt(t testing.TB, srv *server.Server, url string, cfg jetstream.StreamConfig) *world {
+	t.Helper()
+	w := &world{t: t, srv: srv, url: url, workers: map[string]*testutil.Worker{}}
 	nc := testutil.Connect(t, w.url)
 	js := testutil.JetStream(t, nc)
 	w.js = js

@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "happen_nodes", Help: "Nodes by state (observed, unobserved, idle, stalled, lagging).",
 		}, []string{"state"}),
 		system: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "happen_system", Help: "System flow metrics (messages_waiting, publish_rate, publish_rate_baseline, ack_rate).",
+			Name: "happen_system", Help: "System flow metrics (messages_waiting, publish_rate, publish_rate_baseline, ack_rate) and server signals (servers_down, servers_announced_down, routes_lost; with system access).",
 		}, []string{"metric"}),
 		perNode: newNodeCollector(),
 	}
@@ -97,6 +97,9 @@ func (m *metrics) observe(st *flow.State) {
 	m.system.WithLabelValues("publish_rate").Set(st.System.PublishRate)
 	m.system.WithLabelValues("publish_rate_baseline").Set(st.System.PublishRateBaseline)
 	m.system.WithLabelValues("ack_rate").Set(st.System.AckRate)
+	m.system.WithLabelValues("servers_down").Set(float64(st.System.ServersDown))
+	m.system.WithLabelValues("servers_announced_down").Set(float64(st.System.ServersAnnouncedDown))
+	m.system.WithLabelValues("routes_lost").Set(float64(st.System.RoutesLost))
 }
 
 func b2f(b bool) float64 {

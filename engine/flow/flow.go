@@ -98,6 +98,8 @@ type Snapshot struct {
 	// UnobservedStreams could not have their consumers listed this tick: every
 	// consumer the tracker knows on them is unobserved, none has left.
 	UnobservedStreams []string
+	// Signals is what the servers said of themselves (evidence.go).
+	Signals Signals
 }
 
 // BlindReset is the longest blind spell (no sample at all) after which an

@@ -112,9 +112,60 @@ type line struct {
 	C     []consumerLine `json:"c,omitempty"`
 	U     [][2]string    `json:"u,omitempty"`  // unobserved consumers: [stream, consumer]
 	US    []string       `json:"us,omitempty"` // unobserved streams
+	Sig   *signalsLine   `json:"sig,omitempty"`
 	Blind *string        `json:"blind,omitempty"`
 
 	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// signalsLine is flow.Signals: what the servers said during the tick.
+type signalsLine struct {
+	Sv bool           `json:"sv,omitempty"` // Servers
+	D  []serverDown   `json:"d,omitempty"`
+	RL int            `json:"rl,omitempty"` // RoutesLost
+	E  []electionLine `json:"e,omitempty"`
+}
+
+type serverDown struct {
+	N  string `json:"n"`
+	S  int64  `json:"s,omitempty"`  // Since
+	LH int64  `json:"lh,omitempty"` // LastHeard
+	A  bool   `json:"a,omitempty"`  // Announced
+}
+
+type electionLine struct {
+	S  string `json:"s"`
+	C  string `json:"c"`
+	L  string `json:"l,omitempty"`
+	At int64  `json:"at,omitempty"`
+}
+
+func toSignalsLine(sig *flow.Signals) *signalsLine {
+	if !sig.Servers && len(sig.Down) == 0 && sig.RoutesLost == 0 && len(sig.Elected) == 0 {
+		return nil
+	}
+	l := &signalsLine{Sv: sig.Servers, RL: sig.RoutesLost}
+	for _, d := range sig.Down {
+		l.D = append(l.D, serverDown{N: d.Name, S: nanos(d.Since), LH: nanos(d.LastHeard), A: d.Announced})
+	}
+	for _, e := range sig.Elected {
+		l.E = append(l.E, electionLine{S: e.Key.Stream, C: e.Key.Consumer, L: e.Leader, At: nanos(e.At)})
+	}
+	return l
+}
+
+func (l *signalsLine) signals() flow.Signals {
+	if l == nil {
+		return flow.Signals{}
+	}
+	sig := flow.Signals{Servers: l.Sv, RoutesLost: l.RL}
+	for _, d := range l.D {
+		sig.Down = append(sig.Down, flow.ServerDown{Name: d.N, Since: fromNanos(d.S), LastHeard: fromNanos(d.LH), Announced: d.A})
+	}
+	for _, e := range l.E {
+		sig.Elected = append(sig.Elected, flow.Election{Key: flow.NodeKey{Stream: e.S, Consumer: e.C}, Leader: e.L, At: fromNanos(e.At)})
+	}
+	return sig
 }
 
 type streamLine struct {
@@ -245,6 +296,15 @@ func appendSnapshot(b []byte, s *flow.Snapshot) []byte {
 			b = appendString(b, name)
 		}
 		b = append(b, ']')
+	}
+	// Signals are small and most ticks have none but the flag: plain
+	// encoding/json costs nothing worth writing by hand.
+	if sl := toSignalsLine(&s.Signals); sl != nil {
+		enc, err := json.Marshal(sl)
+		if err == nil { // it cannot fail on these types
+			b = append(b, `,"sig":`...)
+			b = append(b, enc...)
+		}
 	}
 	return append(b, '}', '\n')
 }
@@ -434,7 +494,7 @@ func decode(raw []byte) (Entry, error) {
 	case l.Blind != nil:
 		return Entry{Kind: Blind, At: fromNanos(l.T), Err: *l.Blind}, nil
 	}
-	s := flow.Snapshot{At: fromNanos(l.T), UnobservedStreams: l.US}
+	s := flow.Snapshot{At: fromNanos(l.T), UnobservedStreams: l.US, Signals: l.Sig.signals()}
 	if len(l.S) > 0 {
 		s.Streams = make([]flow.StreamSample, len(l.S))
 		for i, st := range l.S {

@@ -46,6 +46,12 @@ func fullSnapshot(at time.Time) flow.Snapshot {
 		Consumers:         []flow.ConsumerSample{fullConsumer("eu-1", at)},
 		Unobserved:        []flow.NodeKey{{Stream: "ORDERS", Consumer: "eu-9"}},
 		UnobservedStreams: []string{"AUDIT"},
+		Signals: flow.Signals{
+			Servers:    true,
+			Down:       []flow.ServerDown{{Name: "s3", Since: at.Add(-time.Second), LastHeard: at.Add(-30 * time.Second), Announced: true}},
+			RoutesLost: 2,
+			Elected:    []flow.Election{{Key: flow.NodeKey{Stream: "ORDERS", Consumer: "eu-1"}, Leader: "s1", At: at.Add(-2 * time.Second)}},
+		},
 	}
 }
 
@@ -108,6 +114,9 @@ func TestRoundTripEveryField(t *testing.T) {
 	nonZero(t, "Snapshot", snap)
 	nonZero(t, "ConsumerSample", snap.Consumers[0])
 	nonZero(t, "StreamSample", snap.Streams[0])
+	nonZero(t, "Signals", snap.Signals)
+	nonZero(t, "ServerDown", snap.Signals.Down[0])
+	nonZero(t, "Election", snap.Signals.Elected[0])
 
 	// The node id is left out when it is the consumer name, and kept when
 	// it is anything else, the empty string too.
@@ -463,7 +472,7 @@ func BenchmarkWriteSync(b *testing.B) {
 // structLine is the tick line of s built as the line struct, for holding
 // the hand-written encoder to what encoding/json writes.
 func structLine(s *flow.Snapshot) []byte {
-	l := line{T: nanos(s.At), US: s.UnobservedStreams}
+	l := line{T: nanos(s.At), US: s.UnobservedStreams, Sig: toSignalsLine(&s.Signals)}
 	for _, st := range s.Streams {
 		l.S = append(l.S, streamLine{
 			N: st.Name, At: nanos(st.At), LS: st.LastSeq, M: st.Msgs,

@@ -274,6 +274,7 @@ func (e *engine) tick(snap flow.Snapshot, judges []*judge) *flow.State {
 	}
 	e.lastOK = at
 	st := e.tr.Update(snap)
+	flow.Annotate(st, &snap.Signals, at)
 	for _, j := range judges {
 		var trs []rules.Transition
 		if at.Before(e.holdUntil) {

@@ -10,8 +10,8 @@ import (
 
 // RunCluster starts n JetStream servers routed together on loopback, named
 // s0..s<n-1> and tagged node:s0..node:s<n-1> so a test can place a stream on
-// one of them.
-func RunCluster(t testing.TB, n int) []*server.Server {
+// one of them. mods adjust each server's options before it starts.
+func RunCluster(t testing.TB, n int, mods ...func(*server.Options)) []*server.Server {
 	t.Helper()
 	ports := make([]int, n)
 	routes := make([]*url.URL, n)
@@ -28,6 +28,9 @@ func RunCluster(t testing.TB, n int) []*server.Server {
 		opts.Cluster.Host = "127.0.0.1"
 		opts.Cluster.Port = ports[i]
 		opts.Routes = routes
+		for _, m := range mods {
+			m(opts)
+		}
 		servers[i] = StartServer(t, opts)
 	}
 	return servers

@@ -335,7 +335,7 @@ func (d *decoder) loadError(at *yaml.Node, name string, err error) {
 }
 
 func (d *decoder) test(n *yaml.Node, interval time.Duration) *Test {
-	fs := d.fields(n, "test", "name", "duration", "streams", "nodes", "expect")
+	fs := d.fields(n, "test", "name", "duration", "streams", "nodes", "servers", "expect")
 	if n.Kind != yaml.MappingNode {
 		return nil
 	}
@@ -406,6 +406,14 @@ func (d *decoder) test(n *yaml.Node, interval time.Duration) *Test {
 		}
 		ids[ns.id] = ns
 		d.settle(ns, tc.ticks, interval)
+	}
+	if f, ok := fs["servers"]; ok {
+		tc.hasServers = true
+		for _, p := range d.pairs(f.val, "servers") {
+			if sv := d.server(p); sv != nil {
+				tc.servers = append(tc.servers, sv)
+			}
+		}
 	}
 	if f, ok := fs["expect"]; ok {
 		for _, it := range d.list(f.val, "expect") {
@@ -559,6 +567,39 @@ func (d *decoder) node(p field, streams []string) *nodeSpec {
 		}
 	}
 	return ns
+}
+
+// server reads one server's departure: when it went away (down), whether
+// it announced it, and when it was last heard from (default: down).
+func (d *decoder) server(p field) *serverSpec {
+	fs := d.fields(p.val, "server "+p.key.Value, "down", "announced", "lastHeard")
+	sv := &serverSpec{name: p.key.Value}
+	f, ok := fs["down"]
+	if !ok {
+		d.errorf(p.key, "server %s has no down: the time it went away", p.key.Value)
+		return nil
+	}
+	if sv.down, ok = d.duration(f, false); !ok {
+		return nil
+	}
+	sv.lastHeard = sv.down
+	if f, ok := fs["lastHeard"]; ok {
+		if sv.lastHeard, ok = d.duration(f, false); !ok {
+			return nil
+		}
+		if sv.lastHeard > sv.down {
+			d.errorf(f.val, "server %s was last heard at %v, after it went away at %v", p.key.Value, sv.lastHeard, sv.down)
+			return nil
+		}
+	}
+	if f, ok := fs["announced"]; ok {
+		if f.val.Kind != yaml.ScalarNode || (f.val.Value != "true" && f.val.Value != "false") {
+			d.errorf(f.val, "announced must be true or false, got %s", yamlx.Describe(f.val))
+			return nil
+		}
+		sv.announced = f.val.Value == "true"
+	}
+	return sv
 }
 
 // settle cuts a node's series to the test, checks that they are equally

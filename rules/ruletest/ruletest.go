@@ -136,6 +136,18 @@ type Test struct {
 	streams []*streamSpec
 	nodes   []*nodeSpec
 	expect  []*Expectation
+	// servers, when given, are heard with system access: the test's
+	// engine sees these servers go away.
+	hasServers bool
+	servers    []*serverSpec
+}
+
+// serverSpec is a server that goes away during a test, as the engine's
+// server signals would report it (flow.Signals).
+type serverSpec struct {
+	name            string
+	down, lastHeard time.Duration // from the test's start
+	announced       bool
 }
 
 // series kinds of a node, in the order they are read.

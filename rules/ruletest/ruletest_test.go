@@ -291,6 +291,10 @@ tests:
 		{"bad discard", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, discard: oldest}}", 1), []string{`:4:45: unknown discard "oldest"`}},
 		{"bad maxMsgs", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, maxMsgs: -1}}", 1), []string{`:4:45: maxMsgs must be a whole number above 0`}},
 		{"bad maxAge", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, maxAge: 0s}}", 1), []string{`:4:44: maxAge must be positive`}},
+		{"server without down", ok + "    servers:\n      s1: {announced: true}\n", []string{`:8:7: server s1 has no down`}},
+		{"server bad announced", ok + "    servers:\n      s1: {down: 2s, announced: yes}\n", []string{`:8:33: announced must be true or false`}},
+		{"server heard after down", ok + "    servers:\n      s1: {down: 2s, lastHeard: 3s}\n", []string{`:8:33: server s1 was last heard at 3s, after it went away at 2s`}},
+		{"unknown server field", ok + "    servers:\n      s1: {down: 2s, annonced: true}\n", []string{`:8:22: unknown field "annonced" in server s1`}},
 		{"stream series lengths", strings.Replace(ok, "{S: 0+1x10}", "{S: {lastSeq: 0+1x10, firstSeq: 1x5}}", 1), []string{`:4:46: firstSeq has 6 samples where lastSeq has 11`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -210,7 +210,14 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 	var out []Event
 	for i := range tc.ticks {
 		at := base.Add(time.Duration(i) * interval)
-		snap := flow.Snapshot{At: at}
+		snap := flow.Snapshot{At: at, Signals: flow.Signals{Servers: tc.hasServers}}
+		for _, sv := range tc.servers {
+			if since := base.Add(sv.down); !since.After(at) {
+				snap.Signals.Down = append(snap.Signals.Down, flow.ServerDown{
+					Name: sv.name, Since: since, LastHeard: base.Add(sv.lastHeard), Announced: sv.announced,
+				})
+			}
+		}
 		for _, r := range streams {
 			r.note(i, at)
 		}
@@ -276,6 +283,7 @@ func simulate(set *rules.Set, interval time.Duration, tc *Test, onError func(*ru
 			}
 		}
 		st := tr.Update(snap)
+		flow.Annotate(st, &snap.Signals, at)
 		trs := ev.Eval(at, st)
 		out = append(out, toEvents(time.Duration(i)*interval, trs, st, byKey)...)
 	}

@@ -113,6 +113,11 @@ type Node struct {
 	PushBound bool `expr:"pushBound" json:"pushBound"`
 	Paused    bool `expr:"paused" json:"paused"`
 
+	// LeaderChangedSeconds is the time since the servers last elected a
+	// leader for the node's consumer (its JetStream advisory), -1 when
+	// none was elected since the engine started listening.
+	LeaderChangedSeconds float64 `expr:"leaderChangedSeconds" json:"leaderChangedSeconds"`
+
 	// StallOnset is when the current stall began (the last ack, or when
 	// watching began if later); zero when not stalled.
 	StallOnset time.Time `expr:"-" json:"-"`
@@ -146,6 +151,13 @@ type Group struct {
 	OutsideJudged          int     `expr:"outsideJudged" json:"outsideJudged"`
 	OutsideFlowing         int     `expr:"outsideFlowing" json:"outsideFlowing"`
 	OutsideStalledFraction float64 `expr:"outsideStalledFraction" json:"outsideStalledFraction"`
+
+	// ServerDown is true when a server that led one of its nodes'
+	// consumers went away (its consumers elected new leaders since it was
+	// last heard from); ServerDownSeconds is the time since the engine
+	// learned of it, -1 when none. Known only with system access.
+	ServerDown        bool    `expr:"serverDown" json:"serverDown"`
+	ServerDownSeconds float64 `expr:"serverDownSeconds" json:"serverDownSeconds"`
 }
 
 // System is the flow of every observed node together.
@@ -177,6 +189,19 @@ type System struct {
 	ArrivalRise float64 `expr:"arrivalRise" json:"arrivalRise"`
 	Groups      int     `expr:"groups" json:"groups"`
 	Streams     int     `expr:"streams" json:"streams"`
+
+	// What the servers say of themselves (system access; all zero without
+	// it, and ServerSignals false). ServersDown counts the servers that
+	// went away and have not been heard from since, ServersAnnouncedDown
+	// those of them that said so first (shutdown, lame duck);
+	// ServerDownSeconds is the time since the latest went, -1 when none.
+	// RoutesLost counts the routes the servers still heard from had and
+	// have no more: the servers' own view of a cut.
+	ServerSignals        bool    `expr:"serverSignals" json:"serverSignals"`
+	ServersDown          int     `expr:"serversDown" json:"serversDown"`
+	ServersAnnouncedDown int     `expr:"serversAnnouncedDown" json:"serversAnnouncedDown"`
+	ServerDownSeconds    float64 `expr:"serverDownSeconds" json:"serverDownSeconds"`
+	RoutesLost           int     `expr:"routesLost" json:"routesLost"`
 }
 
 // State is the outcome of one Tracker update.

@@ -27,19 +27,22 @@ type cadence struct {
 	at  int64 // Unix nanoseconds
 	// spells counts learned spells, saturating at CadenceSpells.
 	spells int
+	// The flags of the spell under way and of the held one, below, are
+	// together here so the struct has no padding between its words.
+	curHeld    bool
+	curPresent bool
+	curActive  bool
+	heldValid  bool
 
 	// The spell under way: the longest silence sampled in it, the consumer
 	// sequence delivered when it was first sampled, whether the node held
 	// fresh messages then (delivered after its last ack, not yet acked),
 	// and whether it was present (asking for messages: an open pull
 	// request, or a bound push subscriber) at every sample of it.
-	cur        float64
-	curThr     float64 // the lowest stall threshold in force during it
-	curDeliv   uint64
-	curHeld    bool
-	curPresent bool
-	curActive  bool
-	curAt      int64 // when it was first sampled, Unix nanoseconds
+	cur      float64
+	curThr   float64 // the lowest stall threshold in force during it
+	curDeliv uint64
+	curAt    int64 // when it was first sampled, Unix nanoseconds
 	// A long spell that ended before the ack floor caught up waits here: it
 	// is learned once the node has finished what it held when it went
 	// quiet, and dropped if a stall begins first or AckWait passes: by
@@ -48,7 +51,6 @@ type cadence struct {
 	held       float64
 	heldNeed   uint64
 	heldBefore int64 // Unix nanoseconds
-	heldValid  bool
 }
 
 // decayed is the learned maximum at time at.
@@ -164,8 +166,8 @@ func stallThreshold(learnedMax float64, learned, present bool, prior, floor, ack
 // stalls remembers when a node's recent stalls began, for flapping.
 type stalls struct {
 	starts [8]int64 // ring of stall onsets, Unix nanoseconds
-	n      int      // how many are in the ring
-	next   int
+	n      int8     // how many are in the ring
+	next   int8
 	in     bool  // stalled at the last sample
 	endAt  int64 // when the last stall ended; 0 if none yet
 }
@@ -176,8 +178,8 @@ func (s *stalls) note(stalled bool, at, onset int64) {
 	switch {
 	case stalled && !s.in:
 		s.starts[s.next] = onset
-		s.next = (s.next + 1) % len(s.starts)
-		s.n = min(s.n+1, len(s.starts))
+		s.next = (s.next + 1) % int8(len(s.starts))
+		s.n = min(s.n+1, int8(len(s.starts)))
 	case !stalled && s.in:
 		s.endAt = at
 	}
@@ -187,7 +189,7 @@ func (s *stalls) note(stalled bool, at, onset int64) {
 // recent counts the stalls that began within window before at.
 func (s *stalls) recent(at int64, window time.Duration) int {
 	n := 0
-	for i := 0; i < s.n; i++ {
+	for i := range int(s.n) {
 		if at-s.starts[i] <= int64(window) {
 			n++
 		}

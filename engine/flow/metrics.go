@@ -37,50 +37,276 @@ type counts struct {
 }
 
 // window holds the samples of the recent past in reusable buffers: live
-// samples are pts[lo:hi] and cnt[lo:hi]. It compacts in place or grows, so a
-// node in steady state appends without allocating.
+// samples are pts[lo:hi]. It compacts in place, and grows only when more
+// than three quarters of its buffer is live, so a node in steady state
+// appends without allocating: at one sample a second and a 10s window, 11
+// or 12 samples live in a buffer of 16.
+//
+// The counts of a sample, 64 bytes, are most of what a window would hold;
+// it keeps them compact instead. Within a window every counter only grows
+// (the tracker clears a window whose counter fell), and by little: each is
+// kept as a 32-bit offset from base, the counts of an earlier sample.
+// delivered, acked and arrived move at almost every sample (hot); naks,
+// maxDel, term and lost rarely, and the age gauge is not 0 only on
+// streams with a MaxAge, so those two are kept apart (rare), each
+// allocated only once a value is not 0. A window whose counts do not fit
+// (a counter that fell, a jump of 2^32 or more) keeps them whole in cnt
+// until it is cleared: the numbers are the same either way, only the
+// memory differs.
 type window struct {
 	pts    []point
-	cnt    []counts
-	lo, hi int
+	hot    []hotOffsets
+	rare   *rareColumns // nil while every rare offset and age was 0
+	cnt    []counts     // non-nil: counts kept whole, hot and rare unused
+	base   baseCounts   // the offsets' origin
+	lo, hi int32
 }
 
-func (w *window) len() int { return w.hi - w.lo }
+// baseCounts are the counters of counts, without the age gauge.
+type baseCounts struct {
+	delivered, acked, arrived, naks, maxDel, term, lost uint64
+}
+
+// hotOffsets are a sample's fast-moving counters less base's.
+type hotOffsets struct {
+	delivered, acked, arrived uint32
+}
+
+// rareOffsets are a sample's slow-moving counters less base's.
+type rareOffsets struct {
+	naks, maxDel, term, lost uint32
+}
+
+// rareColumns hold what most windows never need, beside pts: each column
+// is nil while all its values were 0.
+type rareColumns struct {
+	offs []rareOffsets
+	ages []float64
+}
+
+// minWindow is a window's first buffer: room for the 12 samples a 10s
+// window at 1s holds, with a quarter free so that compacting stays rare.
+const minWindow = 16
+
+func (w *window) len() int { return int(w.hi - w.lo) }
 
 func (w *window) points() []point { return w.pts[w.lo:w.hi] }
 
-func (w *window) clear() { w.lo, w.hi = 0, 0 }
+// clear empties the window; whole counts are given up for offsets again.
+func (w *window) clear() {
+	w.lo, w.hi = 0, 0
+	w.cnt = nil
+	w.rare = nil
+}
+
+// counts returns the counts of the sample at index i.
+func (w *window) counts(i int32) counts {
+	if w.cnt != nil {
+		return w.cnt[i]
+	}
+	b, h := &w.base, &w.hot[i]
+	c := counts{
+		delivered: b.delivered + uint64(h.delivered),
+		acked:     b.acked + uint64(h.acked),
+		arrived:   b.arrived + uint64(h.arrived),
+		naks:      b.naks, maxDel: b.maxDel, term: b.term, lost: b.lost,
+	}
+	if w.rare != nil {
+		if w.rare.offs != nil {
+			r := &w.rare.offs[i]
+			c.naks += uint64(r.naks)
+			c.maxDel += uint64(r.maxDel)
+			c.term += uint64(r.term)
+			c.lost += uint64(r.lost)
+		}
+		if w.rare.ages != nil {
+			c.age = w.rare.ages[i]
+		}
+	}
+	return c
+}
 
 // newest returns the latest sample, if any.
 func (w *window) newest() (point, counts, bool) {
 	if w.hi == w.lo {
 		return point{}, counts{}, false
 	}
-	return w.pts[w.hi-1], w.cnt[w.hi-1], true
+	return w.pts[w.hi-1], w.counts(w.hi - 1), true
 }
 
+// newestAt is the latest sample's time; the window must not be empty.
+func (w *window) newestAt() int64 { return w.pts[w.hi-1].at }
+
 // oldest returns the earliest sample; the window must not be empty.
-func (w *window) oldest() (point, counts) { return w.pts[w.lo], w.cnt[w.lo] }
+func (w *window) oldest() (point, counts) { return w.pts[w.lo], w.counts(w.lo) }
 
 func (w *window) push(p point, c counts) {
-	if w.hi == len(w.pts) {
-		n := w.hi - w.lo
-		if w.lo >= len(w.pts)/2 && w.lo > 0 {
-			// Half the buffer is dead: move the live part down. Each live
-			// sample is copied at most once per len/2 pushes.
-			copy(w.pts, w.pts[w.lo:w.hi])
-			copy(w.cnt, w.cnt[w.lo:w.hi])
-		} else {
-			size := max(2*len(w.pts), 16)
-			pts, cnt := make([]point, size), make([]counts, size)
-			copy(pts, w.pts[w.lo:w.hi])
-			copy(cnt, w.cnt[w.lo:w.hi])
-			w.pts, w.cnt = pts, cnt
+	if w.hi == w.lo {
+		w.lo, w.hi = 0, 0
+		if w.cnt == nil {
+			w.base = baseCounts{c.delivered, c.acked, c.arrived, c.naks, c.maxDel, c.term, c.lost}
+			if len(w.hot) != len(w.pts) {
+				// Counts were kept whole before the last clear.
+				w.hot = make([]hotOffsets, len(w.pts))
+			}
 		}
-		w.lo, w.hi = 0, n
 	}
-	w.pts[w.hi], w.cnt[w.hi] = p, c
+	if int(w.hi) == len(w.pts) {
+		w.makeRoom()
+	}
+	w.pts[w.hi] = p
+	if w.cnt == nil && !w.putOffsets(w.hi, c) {
+		w.rebase()
+		if !w.putOffsets(w.hi, c) {
+			w.widen()
+		}
+	}
+	if w.cnt != nil {
+		w.cnt[w.hi] = c
+	}
 	w.hi++
+}
+
+// putOffsets stores c at index i, just past the newest sample, as offsets
+// from base, reporting false when they do not fit or a counter fell.
+func (w *window) putOffsets(i int32, c counts) bool {
+	b := &w.base
+	d, okD := offset(b.delivered, c.delivered)
+	a, okA := offset(b.acked, c.acked)
+	r, okR := offset(b.arrived, c.arrived)
+	n, okN := offset(b.naks, c.naks)
+	m, okM := offset(b.maxDel, c.maxDel)
+	t, okT := offset(b.term, c.term)
+	l, okL := offset(b.lost, c.lost)
+	if !(okD && okA && okR && okN && okM && okT && okL) {
+		return false
+	}
+	ho := hotOffsets{delivered: d, acked: a, arrived: r}
+	ro := rareOffsets{naks: n, maxDel: m, term: t, lost: l}
+	if i > w.lo {
+		// Every counter must be at least the newest's, or rebase could
+		// not keep offsets from the oldest.
+		ph := &w.hot[i-1]
+		var pr rareOffsets
+		if w.rare != nil && w.rare.offs != nil {
+			pr = w.rare.offs[i-1]
+		}
+		if d < ph.delivered || a < ph.acked || r < ph.arrived ||
+			n < pr.naks || m < pr.maxDel || t < pr.term || l < pr.lost {
+			return false
+		}
+	}
+	w.hot[i] = ho
+	if ro != (rareOffsets{}) || c.age != 0 {
+		if w.rare == nil {
+			w.rare = &rareColumns{}
+		}
+		if ro != (rareOffsets{}) && w.rare.offs == nil {
+			w.rare.offs = make([]rareOffsets, len(w.pts))
+		}
+		if c.age != 0 && w.rare.ages == nil {
+			w.rare.ages = make([]float64, len(w.pts))
+		}
+	}
+	if w.rare != nil {
+		if w.rare.offs != nil {
+			w.rare.offs[i] = ro
+		}
+		if w.rare.ages != nil {
+			w.rare.ages[i] = c.age
+		}
+	}
+	return true
+}
+
+// offset is v less base, if that fits 32 bits.
+func offset(base, v uint64) (uint32, bool) {
+	if v < base || v-base > math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(v - base), true
+}
+
+// rebase moves base to the oldest live sample, keeping offsets small as
+// the window slides. Live counts never fall (putOffsets), so they still fit.
+func (w *window) rebase() {
+	if w.cnt != nil || w.hi == w.lo {
+		return
+	}
+	c := w.counts(w.lo)
+	nb := baseCounts{c.delivered, c.acked, c.arrived, c.naks, c.maxDel, c.term, c.lost}
+	h0 := w.hot[w.lo]
+	for i := w.lo; i < w.hi; i++ {
+		h := &w.hot[i]
+		h.delivered -= h0.delivered
+		h.acked -= h0.acked
+		h.arrived -= h0.arrived
+	}
+	if w.rare != nil && w.rare.offs != nil {
+		offs := w.rare.offs
+		r0 := offs[w.lo]
+		for i := w.lo; i < w.hi; i++ {
+			r := &offs[i]
+			r.naks -= r0.naks
+			r.maxDel -= r0.maxDel
+			r.term -= r0.term
+			r.lost -= r0.lost
+		}
+	}
+	w.base = nb
+}
+
+// widen keeps the live samples' counts whole from now on.
+func (w *window) widen() {
+	cnt := make([]counts, len(w.pts))
+	for i := w.lo; i < w.hi; i++ {
+		cnt[i] = w.counts(i)
+	}
+	w.cnt, w.hot, w.rare = cnt, nil, nil
+}
+
+// makeRoom frees the end of the buffers for a push: it moves the live
+// samples down when at most three quarters of the buffer is live, and
+// otherwise doubles it. A buffer grown for a spell of dense samples
+// halves again once the live samples fill no more than three quarters of
+// the half.
+func (w *window) makeRoom() {
+	n := int(w.hi - w.lo)
+	size := len(w.pts)
+	switch {
+	case size == 0:
+		size = minWindow
+	case n > size*3/4:
+		size *= 2
+	case size > minWindow && n <= size*3/8:
+		size /= 2
+	}
+	w.pts = moved(w.pts, w.lo, w.hi, size)
+	if w.cnt != nil {
+		w.cnt = moved(w.cnt, w.lo, w.hi, size)
+	} else {
+		w.hot = moved(w.hot, w.lo, w.hi, size)
+		if w.rare != nil && w.rare.offs != nil {
+			w.rare.offs = moved(w.rare.offs, w.lo, w.hi, size)
+		}
+		if w.rare != nil && w.rare.ages != nil {
+			w.rare.ages = moved(w.rare.ages, w.lo, w.hi, size)
+		}
+	}
+	w.lo, w.hi = 0, int32(n)
+	w.rebase()
+}
+
+// moved returns s with s[lo:hi] moved to its start, in place when s has
+// size elements and in a new buffer of size otherwise.
+func moved[T any](s []T, lo, hi int32, size int) []T {
+	if len(s) == size {
+		copy(s, s[lo:hi])
+		return s
+	}
+	out := make([]T, size)
+	copy(out, s[lo:hi])
+	return out
 }
 
 // trim applies the window rule: keep the samples newer than newest-span,

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -152,38 +153,43 @@ type Tracker struct {
 }
 
 // nodeState is what the Tracker remembers of one node between updates.
+// There is one per node, so it is kept compact: times are Unix
+// nanoseconds (noTime for none) rather than time.Time, 24 bytes with a
+// pointer, and the flags share a word. At 10,000 nodes every 8 bytes here
+// are 80 KB.
 type nodeState struct {
-	key  NodeKey
-	gone bool // dropped as left; cached pointers to it are stale
+	key NodeKey
 
 	seen       uint64 // tick in which it was last observed
 	unobserved uint64 // tick in which it was last listed unobserved
+
+	gone bool // dropped as left; cached pointers to it are stale
 	// restart makes the next observation the start of watching: set when
 	// first seen, after Reset, after a gap and after a recreation.
-	restart       bool
-	observedSince time.Time
-	warmUntil     time.Time // warming before this: see Node.Warming
+	restart     bool
+	lagging     bool // Lagging at the last sample, for its hysteresis
+	baselineSet bool
+
+	observedSince int64
+	warmUntil     int64 // warming before this: see Node.Warming
 	// leader is the last non-empty consumer leader read, kept across gaps
 	// so a failover while the node was unreadable is still seen.
 	leader    string
-	ackRoseAt time.Time // start of the newest step in which the acked estimate rose
-	lastAck   time.Time // the server's LastAck in the newest sample
+	ackRoseAt int64 // start of the newest step in which the acked estimate rose
+	lastAck   int64 // the server's LastAck in the newest sample
 	// idleAt is the latest sample with no work waiting: any work waiting
 	// now arrived after it.
-	idleAt        time.Time
-	created       time.Time
+	idleAt        int64
+	created       int64
 	lastDelivered uint64
 
-	loss    lossState
-	lagging bool    // Lagging at the last sample, for its hysteresis
-	cad     cadence // the node's learned ack cadence
-	stalls  stalls  // its recent stall episodes
+	loss   lossState
+	cad    cadence // the node's learned ack cadence
+	stalls stalls  // its recent stall episodes
 
-	// The newest sample's time, cumulative counts and raw counters, for the
-	// next step; valid while the window is not empty. Kept here, beside the
-	// rest of the node, so a step reads no window memory.
-	lastAt      int64
-	lastCounts  counts
+	// The newest sample's raw counters, for the next step; valid while the
+	// window is not empty. Its time and cumulative counts are the
+	// window's newest.
 	lastAcked   int64
 	lastArrived uint64
 	lastNaks    uint64
@@ -193,12 +199,37 @@ type nodeState struct {
 	win window
 
 	ackBaseline, arrivalBaseline float64
-	baselineSet                  bool
 	baselineFrom                 int64 // when its baselines began learning, Unix nanoseconds
 
-	stream    *streamState // cached lookup of key.Stream
-	groupName string       // cached lookup of the group slot
-	slot      int
+	stream *streamState // cached lookup of key.Stream
+	slot   int          // cached lookup of its group's slot
+}
+
+// noTime is a nodeState time that is not set: earlier than any other.
+const noTime = math.MinInt64
+
+func newNodeState(key NodeKey) *nodeState {
+	return &nodeState{
+		key: key, restart: true,
+		observedSince: noTime, warmUntil: noTime, ackRoseAt: noTime,
+		lastAck: noTime, idleAt: noTime, created: noTime,
+	}
+}
+
+// unixNs is t in Unix nanoseconds, noTime for the zero time.
+func unixNs(t time.Time) int64 {
+	if t.IsZero() {
+		return noTime
+	}
+	return t.UnixNano()
+}
+
+// fromNs is the time of unixNs's ns: the zero time for noTime.
+func fromNs(ns int64) time.Time {
+	if ns == noTime {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }
 
 // streamState is what the Tracker remembers of one stream.
@@ -250,7 +281,7 @@ func (t *Tracker) Reset() {
 	for _, ns := range t.all {
 		ns.win.clear()
 		ns.restart = true
-		ns.observedSince = time.Time{}
+		ns.observedSince = noTime
 	}
 	for _, ss := range t.streams {
 		ss.win.clear()
@@ -436,6 +467,11 @@ func (t *Tracker) lookup(key NodeKey, i int) *nodeState {
 }
 
 func (t *Tracker) updateNodes(s *Snapshot, st *State) {
+	// A new slice every update, the tick's one allocation per node (a
+	// Node, over 400 bytes): the engine keeps the last State for its
+	// status view, its scrape-time node metrics and its lag history, and
+	// reads it from other goroutines while the next update runs, so a
+	// buffer reused across updates would be written under its readers.
 	out := make([]Node, len(s.Consumers))
 	t.prevOrder, t.order = t.order, t.prevOrder[:0]
 	t.active = t.active[:0]
@@ -445,7 +481,7 @@ func (t *Tracker) updateNodes(s *Snapshot, st *State) {
 		c := &s.Consumers[i]
 		ns := t.lookup(c.Key, k)
 		if ns == nil {
-			ns = &nodeState{key: c.Key, restart: true}
+			ns = newNodeState(c.Key)
 			t.nodes[c.Key] = ns
 			t.all = append(t.all, ns)
 		} else if ns.seen == t.tick {
@@ -490,19 +526,19 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 
 	// A consumer recreated under the same name is a new consumer: its
 	// sequences restarted, its past says nothing about its present.
-	recreated := (!ns.created.IsZero() && !c.Created.IsZero() && !c.Created.Equal(ns.created)) ||
+	recreated := (ns.created != noTime && !c.Created.IsZero() && unixNs(c.Created) != ns.created) ||
 		c.Delivered < ns.lastDelivered
 	if recreated {
 		ns.win.clear()
 		ns.restart = true
-		ns.ackRoseAt = time.Time{}
-		ns.lastAck = time.Time{}
+		ns.ackRoseAt = noTime
+		ns.lastAck = noTime
 		ns.cad, ns.stalls, ns.lagging = cadence{}, stalls{}, false
 		ns.loss = lossState{}
 	}
 	// Server time that went backwards (another server now leads the
 	// consumer) cannot be compared with what was gathered before.
-	if ns.win.len() > 0 && atNs < ns.lastAt {
+	if ns.win.len() > 0 && atNs < ns.win.newestAt() {
 		ns.win.clear()
 		ns.restart = true
 	}
@@ -515,12 +551,12 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.leader = c.Leader
 	}
 	if ns.restart || failover {
-		ns.observedSince = at
-		ns.warmUntil = warmEnd(at, ns.warmUntil, t.cfg.WarmUp, t.cfg.FailoverGrace, failover)
+		ns.observedSince = unixNs(at)
+		ns.warmUntil = unixNs(warmEnd(at, fromNs(ns.warmUntil), t.cfg.WarmUp, t.cfg.FailoverGrace, failover))
 		ns.restart = false
 	}
 	if !c.Created.IsZero() {
-		ns.created = c.Created
+		ns.created = unixNs(c.Created)
 	}
 	ns.lastDelivered = c.Delivered
 
@@ -538,7 +574,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	var dt time.Duration
 	progressed := false
 	if ns.win.len() > 0 {
-		prev := &ns.lastCounts
+		prevP, prev, _ := ns.win.newest()
 		step := clampStep(ns.lastAcked, acked)
 		// Where the server stamps its acks, an estimate that rose with no
 		// new stamp counted redeliveries: a node that takes messages and
@@ -546,11 +582,11 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		// deliveries stamps acks alike, so a consumer that takes acks and
 		// has deliveries but no LastAck has acked nothing since it started.
 		stamped := !c.LastAck.IsZero() || (!c.LastDelivery.IsZero() && !c.AckNone)
-		if stamped && !c.LastAck.After(ns.lastAck) {
+		if stamped && !c.LastAck.After(fromNs(ns.lastAck)) {
 			step = 0
 		}
 		if step > 0 {
-			ns.ackRoseAt = time.Unix(0, ns.lastAt)
+			ns.ackRoseAt = prevP.at
 			progressed = true
 		}
 		cur.acked = prev.acked + step
@@ -558,7 +594,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		cur.naks = prev.naks + clampStepU(ns.lastNaks, c.Naks)
 		cur.maxDel = prev.maxDel + clampStepU(ns.lastMaxDel, c.MaxDeliveries)
 		cur.term = prev.term + clampStepU(ns.lastTerm, c.Terminated)
-		dt = time.Duration(atNs - ns.lastAt)
+		dt = time.Duration(atNs - prevP.at)
 	}
 	ss := t.streamOf(ns)
 	if ss != nil && ss.seen != t.tick {
@@ -566,8 +602,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	}
 	fc := t.lossInputs(ns, c, ss, at, &cur)
 
-	ns.lastAt, ns.lastCounts = atNs, cur
-	ns.lastAcked, ns.lastArrived, ns.lastAck = acked, arrived, c.LastAck
+	ns.lastAcked, ns.lastArrived, ns.lastAck = acked, arrived, unixNs(c.LastAck)
 	ns.lastNaks, ns.lastMaxDel, ns.lastTerm = c.Naks, c.MaxDeliveries, c.Terminated
 	ns.win.push(point{at: atNs, waiting: float64(waiting)}, cur)
 	ns.win.trim(int64(t.cfg.Window))
@@ -629,10 +664,11 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 	// A paused consumer waits by an operator's choice, not a fault: like
 	// an idle one, it cannot have stalled before it was resumed.
 	if n.MessagesWaiting == 0 || c.Paused {
-		ns.idleAt = at
+		ns.idleAt = unixNs(at)
 	}
-	progress := progressAt(c.LastAck, ns.ackRoseAt)
-	onset := stallOnset(progress, later(ns.observedSince, ns.idleAt))
+	observedSince, warmUntil := fromNs(ns.observedSince), fromNs(ns.warmUntil)
+	progress := progressAt(c.LastAck, fromNs(ns.ackRoseAt))
+	onset := stallOnset(progress, later(observedSince, fromNs(ns.idleAt)))
 
 	// The node's own cadence: a spell that ended in progress is judged
 	// against the threshold it was silent under, then the threshold for
@@ -655,21 +691,21 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.cad.sample(atNs, nonNegSeconds(at.Sub(onset)), thr, c.Delivered, held, present)
 	}
 
-	n.ObservedSeconds = nonNegSeconds(at.Sub(ns.observedSince))
-	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, ns.created, ns.observedSince)
+	n.ObservedSeconds = nonNegSeconds(at.Sub(observedSince))
+	n.SecondsSinceLastAck = secondsSinceLastAck(at, progress, fromNs(ns.created), observedSince)
 	// A node with work waiting that has made no progress since watching
 	// (re)began cannot be judged until it has been watched for its stall
 	// threshold: its silence began before the engine could see it, so
 	// "not stalled yet" would be a guess. An incident kept across an
 	// engine restart must not end on that guess.
-	n.Warming = isWarming(at, ns.warmUntil) ||
-		unvouched(n.MessagesWaiting, at, progress, ns.observedSince, thr)
+	n.Warming = isWarming(at, warmUntil) ||
+		unvouched(n.MessagesWaiting, at, progress, observedSince, thr)
 	n.StallThreshold = thr
 	n.CadenceLearned = learned
 	if learned {
 		n.AckCadence = learnedMax
 	}
-	if isStalled(n.MessagesWaiting, at, onset, ns.warmUntil, thr) {
+	if isStalled(n.MessagesWaiting, at, onset, warmUntil, thr) {
 		n.Stalled = true
 		n.StallOnset = onset
 		n.StalledSeconds = nonNegSeconds(at.Sub(onset))
@@ -684,7 +720,7 @@ func (t *Tracker) observe(ns *nodeState, c *ConsumerSample, snapAt time.Time, n 
 		ns.stalls.note(n.Stalled, atNs, onset.UnixNano())
 	}
 	n.RecentStalls = ns.stalls.recent(atNs, cfg.FlapWindow)
-	n.SecondsSinceStall = ns.stalls.sinceStall(atNs, ns.observedSince)
+	n.SecondsSinceStall = ns.stalls.sinceStall(atNs, observedSince)
 	n.Idle = isIdle(n.MessagesWaiting, at, progress, thr)
 	n.LagFloor = lagFloor(w, cadenceSpan(learnedMax, cfg.Interval))
 	// Within that span a sample falls less than one interval after one of
@@ -785,11 +821,11 @@ func (t *Tracker) timeLag(ns *nodeState, c *ConsumerSample, ss *streamState, at 
 		}
 	}
 	// A paused node's idle mark is set while work waits: no bound then.
-	idleAt := ns.idleAt
+	idleAt := fromNs(ns.idleAt)
 	if c.Paused {
 		idleAt = time.Time{}
 	}
-	n.TimeLagSeconds = lagFromRates(n.MessagesWaiting, n.ArrivalRate, at, idleAt, ns.observedSince)
+	n.TimeLagSeconds = lagFromRates(n.MessagesWaiting, n.ArrivalRate, at, idleAt, fromNs(ns.observedSince))
 }
 
 // judged reports whether a node's state can be judged: it is neither idle
@@ -819,10 +855,11 @@ func (t *Tracker) streamOf(ns *nodeState) *streamState {
 
 // addToGroup adds n to its group's accumulator. Slots persist across
 // updates and each node caches its own, so a steady node finds its group
-// without hashing.
+// without hashing: a slot holds one name, so a cached slot holding the
+// node's group name is its group's.
 func (t *Tracker) addToGroup(ns *nodeState, n *Node) {
 	name := n.Group
-	if ns.groupName != name || ns.slot >= len(t.groups) || t.groups[ns.slot].name != name {
+	if ns.slot >= len(t.groups) || t.groups[ns.slot].name != name {
 		slot, ok := t.groupSlot[name]
 		if !ok {
 			if l := len(t.freeSlots); l > 0 {
@@ -835,7 +872,7 @@ func (t *Tracker) addToGroup(ns *nodeState, n *Node) {
 			t.groups[slot] = groupAcc{name: name}
 			t.groupSlot[name] = slot
 		}
-		ns.groupName, ns.slot = name, slot
+		ns.slot = slot
 	}
 	acc := &t.groups[ns.slot]
 	if acc.tick != t.tick {

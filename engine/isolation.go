@@ -40,9 +40,12 @@ import (
 // alone is also what every server says during a meta-leader election among
 // a healthy majority (nats-server's election timeout is 4-9s), so without
 // the pool's word it is isolation only once sampling has failed without a
-// break for noMetaAfter, longer than an election, and the server still
-// says it has no meta leader. A lost connection is blindness, not
-// isolation: the client fails over.
+// break for noMetaAfter, longer than an election, and the server has said
+// it has no meta leader for noMetaRun without a break: a failure that
+// began otherwise (a stream listing waiting on a far cluster's leaders
+// during a gateway cut) and ends in the election that follows its healing
+// is not isolation. A lost connection is blindness, not isolation: the
+// client fails over.
 
 // jsClusterNotAvailable is JetStream's error code for "JetStream system
 // temporarily unavailable": the server answering has no meta leader.
@@ -52,6 +55,13 @@ const jsClusterNotAvailable jetstream.ErrorCode = 10008
 // server saying it has no meta leader, before the engine calls itself
 // isolated on that evidence alone.
 const noMetaAfter = 15 * time.Second
+
+// noMetaRun is how long the connected server must have said, without a
+// break, that it has no meta leader: longer than nats-server's longest
+// election timeout (9s), so an election alone never reads as isolation.
+// On a real cut that answer begins 3 to 7 seconds in, so the run ends at
+// 13 to 17 seconds, about when noMetaAfter does.
+const noMetaRun = 10 * time.Second
 
 // isolationChange is what one observation changed.
 type isolationChange int
@@ -68,6 +78,7 @@ type isolation struct {
 	noMetaAfter  time.Duration
 	known        int       // the most servers the connection has listed
 	failingSince time.Time // start of an unbroken run of failed samples while connected; zero if none
+	noMetaSince  time.Time // start of an unbroken run of "no meta leader" answers; zero if none
 
 	since  time.Time // isolated since; zero when not isolated
 	seen   int
@@ -89,7 +100,7 @@ type isolationView struct {
 // unobserved.
 func (d *isolation) observe(now time.Time, connected bool, servers int, err error, unobservedStreams int) isolationChange {
 	if !connected {
-		d.failingSince = time.Time{} // the client fails over: a new view
+		d.failingSince, d.noMetaSince = time.Time{}, time.Time{} // the client fails over: a new view
 		return isolationSame
 	}
 	d.known = max(d.known, servers)
@@ -99,6 +110,12 @@ func (d *isolation) observe(now time.Time, connected bool, servers int, err erro
 		d.failingSince = now
 	}
 	noMeta := isNoMetaLeader(err)
+	switch {
+	case !noMeta:
+		d.noMetaSince = time.Time{}
+	case d.noMetaSince.IsZero():
+		d.noMetaSince = now
+	}
 	// A two-server cluster has no majority without both.
 	minority := d.known >= 2 && servers < d.known/2+1
 	troubled := err != nil || unobservedStreams > 0
@@ -107,7 +124,7 @@ func (d *isolation) observe(now time.Time, connected bool, servers int, err erro
 	switch {
 	case minority && troubled:
 		reason = fmt.Sprintf("isolated from the NATS cluster: the connected server lists %d of %d servers and JetStream cannot be read", servers, d.known)
-	case noMeta && now.Sub(d.failingSince) >= d.noMetaAfter:
+	case noMeta && now.Sub(d.failingSince) >= d.noMetaAfter && now.Sub(d.noMetaSince) >= noMetaRun:
 		reason = fmt.Sprintf("isolated from the NATS cluster: JetStream unreadable for %s and the connected server has no meta leader", now.Sub(d.failingSince).Round(time.Second))
 		began = d.failingSince
 	}

@@ -69,6 +69,18 @@ func TestIsolationObserve(t *testing.T) {
 			{5 * time.Second, true, 3, noMeta, 0, isolationSame, false},
 			{time.Second + after, true, 3, noMeta, 0, isolationBegan, true},
 		}},
+		{"long timeouts (streams out of reach), then an election's no meta leader: not isolation", []obs{
+			{0, true, 3, nil, 0, isolationSame, false},
+			{time.Second, true, 3, timeout, 0, isolationSame, false},
+			{100 * time.Second, true, 3, noMeta, 0, isolationSame, false},
+			{100*time.Second + noMetaRun - time.Second, true, 3, noMeta, 0, isolationSame, false},
+			{100*time.Second + noMetaRun, true, 3, nil, 0, isolationSame, false},
+		}},
+		{"long timeouts, then no meta leader for longer than an election: isolated", []obs{
+			{time.Second, true, 3, timeout, 0, isolationSame, false},
+			{100 * time.Second, true, 3, noMeta, 0, isolationSame, false},
+			{100*time.Second + noMetaRun, true, 3, noMeta, 0, isolationBegan, true},
+		}},
 		{"timeouts alone are a slow server, not isolation", []obs{
 			{0, true, 3, timeout, 0, isolationSame, false},
 			{2 * after, true, 3, timeout, 0, isolationSame, false},

@@ -27,9 +27,10 @@ demo: build
 	./$(BIN)/happen demo $(ARGS)
 
 ## test: vet, then every test with the race detector (installs Debian's chromium
-## for the web view's browser test where it is missing; see scripts/ensure-chromium.sh)
+## for the web view's browser test where it is missing; see scripts/ensure-chromium.sh).
+## The scenario tests mostly wait on real time, so four run at once even on two cores.
 test: vet browser
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -parallel 4 -timeout 20m ./...
 
 ## browser: the headless browser the web view's test drives (never fails; the test skips without it)
 browser:
@@ -51,11 +52,12 @@ bench-scale:
 property:
 	HAPPEN_PROPERTY_BASE=random HAPPEN_PROPERTY_SEEDS=$(or $(SEEDS),300) $(GO) test -count=1 -run Property ./rulesets/
 
-## fuzz: the ruleset loader, rule-test series and consumer-listing decoder fuzz tests (FUZZTIME=60s each by default)
+## fuzz: the ruleset loader, rule-test series, consumer-listing and JSZ decoder fuzz tests (FUZZTIME=60s each by default)
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./rules/
 	$(GO) test -run '^$$' -fuzz FuzzSeries -fuzztime $(or $(FUZZTIME),60s) ./rules/ruletest/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeConsumerPage -fuzztime $(or $(FUZZTIME),60s) ./engine/sampler/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeJSZ -fuzztime $(or $(FUZZTIME),60s) ./engine/sampler/
 
 ## proto: regenerate the plugin protocol's Go code from sdk/internal/pb/plugin.proto
 ## (the generated files are committed; builds and tests never need protoc)

@@ -47,6 +47,8 @@ type Config struct {
 	// Recorder, if not nil, receives every sample (happen engine --record).
 	Recorder Recorder
 	// System, if not nil, is a connection in the system account: the
+	// sampler then reads each server's JSZ report, one request per server
+	// a tick, instead of listing consumers stream by stream, and the
 	// servers' own events (shutdowns, heartbeats, routes) become evidence
 	// for the rules (engine/signals).
 	System *nats.Conn
@@ -145,7 +147,7 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		nc:      nc,
-		sampler: sampler.New(nc, sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger}),
+		sampler: sampler.New(nc, sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger, System: cfg.System}),
 		signals: signals.New(cfg.System, nc, signals.Config{Logger: cfg.Logger}),
 		tracker: flow.NewTracker(cfg.Flow),
 		disp:    cfg.Dispatcher,

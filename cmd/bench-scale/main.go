@@ -7,14 +7,15 @@
 //
 // Reading the table, one row per consumer count:
 //
-//   - sampling: "consumer listing", or "system access" when an
-//     --engine-arg passes the engine a --system-... flag (sampling through
-//     the system account, which the servers have: user sys, password sys).
-//     On that path the wire sees no stream listing that starts a tick: the
-//     sample times show n/a and only the engine mean remains.
-//   - sample p50/p99: per tick, from the engine's first JetStream API
-//     request of the tick to the last reply the server sent it, seen on the
-//     wire by a monitor connection on the engine's server. It leaves out the
+//   - sampling: "consumer listing", or "system access" (--paths system,
+//     or an --engine-arg passing the engine a --system-... flag): the
+//     engine samples through the system account, which the servers have
+//     (user sys, password sys), with one JSZ request a tick. Each path is
+//     measured at every size, on fresh servers.
+//   - sample p50/p99: per tick, from the engine's first request of the
+//     tick (a STREAM.LIST at offset 0, or on the system access path the
+//     JSZ request) to the last reply the server sent it, seen on the wire
+//     by monitor connections on the engine's server. It leaves out the
 //     decoding of the last reply and building the snapshot, which "engine
 //     mean" includes: the mean of the engine's own
 //     happen_sample_duration_seconds histogram over the warm-up and the
@@ -27,7 +28,8 @@
 //   - RSS avg/peak: VmRSS from /proc/<pid>/status, read every second of the
 //     window.
 //   - requests, bytes in and out per tick: the server's counters of the
-//     engine's connection (named happen-engine): messages and bytes the
+//     engine's connections (happen-engine, and happen-engine-system on the
+//     system access path): messages and bytes the
 //     engine sent (JetStream API requests, and any events) and received
 //     (replies), payloads only. in/node is bytes in per tick and node.
 //   - false events: node.down and system.down published while everything
@@ -61,7 +63,8 @@ import (
 
 // config is one run of the benchmark.
 type config struct {
-	sizes      []int // consumer counts, one table row each
+	sizes      []int    // consumer counts, one table row per path each
+	paths      []string // sampling paths: listing, system
 	streams    int
 	groups     int
 	rate       float64 // messages per second per stream
@@ -84,6 +87,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		sizes:     []int{1000, 10000},
+		paths:     []string{pathListing, pathSystem},
 		streams:   100,
 		groups:    4,
 		rate:      10,
@@ -134,6 +138,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	sizes := intList(cfg.sizes)
 	fs.Var(&sizes, "consumers", "comma-separated consumer counts, one measurement each")
+	paths := stringList(cfg.paths)
+	fs.Var(&paths, "paths", "comma-separated sampling paths, each measured at every size: listing (consumer listing) and system (system access, user sys)")
 	fs.IntVar(&cfg.streams, "streams", cfg.streams, "streams the consumers are spread over")
 	fs.IntVar(&cfg.groups, "groups", cfg.groups, "happen.group values the consumers are spread over")
 	fs.Float64Var(&cfg.rate, "rate", cfg.rate, "messages per second published to each stream, spread over its consumers")
@@ -158,7 +164,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg.sizes = sizes
+	cfg.sizes, cfg.paths = sizes, paths
 	return cfg, cfg.validate()
 }
 
@@ -166,6 +172,8 @@ func (c config) validate() error {
 	switch {
 	case len(c.sizes) == 0:
 		return errors.New("--consumers: want at least one count")
+	case len(c.paths) == 0:
+		return errors.New("--paths: want at least one of listing, system")
 	case c.streams < 1:
 		return fmt.Errorf("--streams %d: want at least 1", c.streams)
 	case c.groups < 1:
@@ -188,6 +196,11 @@ func (c config) validate() error {
 		return fmt.Errorf("--measure %v: want at least one interval (%v)", c.measure, c.interval)
 	case c.output != "text" && c.output != "markdown":
 		return fmt.Errorf("-o %q: want text or markdown", c.output)
+	}
+	for _, p := range c.paths {
+		if p != pathListing && p != pathSystem {
+			return fmt.Errorf("--paths: %q: want listing or system", p)
+		}
 	}
 	for _, n := range c.sizes {
 		if n < c.streams {
@@ -216,6 +229,22 @@ func (l *intList) Set(v string) error {
 			return fmt.Errorf("%q: want positive integers separated by commas", v)
 		}
 		out = append(out, n)
+	}
+	*l = out
+	return nil
+}
+
+// stringList is a comma-separated list of words.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	var out []string
+	for f := range strings.SplitSeq(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
 	}
 	*l = out
 	return nil

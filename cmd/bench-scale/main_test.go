@@ -20,6 +20,7 @@ func TestPipeline(t *testing.T) {
 	}
 	cfg := defaultConfig()
 	cfg.sizes = []int{20}
+	cfg.paths = []string{pathListing, pathSystem}
 	cfg.streams = 2
 	cfg.warmup = 2 * time.Second
 	cfg.measure = 4 * time.Second
@@ -33,8 +34,8 @@ func TestPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
 	}
-	if len(results) != 1 {
-		t.Fatalf("got %d results, want 1", len(results))
+	if len(results) != 2 {
+		t.Fatalf("got %d results, want 2: one per sampling path", len(results))
 	}
 	r := results[0]
 	if r.consumers != 20 || r.streams != 2 || r.path != "consumer listing" {
@@ -69,6 +70,19 @@ func TestPipeline(t *testing.T) {
 		t.Errorf("load: published %v/s, delivered %v/s; want traffic", r.published, r.delivered)
 	}
 
+	// System access: one JSZ request a tick, timed on the wire, and no
+	// consumer listing once the configs are read.
+	sys := results[1]
+	if sys.path != "system access" || !sys.wired || sys.sampleP99 <= 0 || sys.sampleP99 > 2*time.Second {
+		t.Errorf("system access row: path %q, wired %v, p99 %v", sys.path, sys.wired, sys.sampleP99)
+	}
+	if j := sys.kinds["SYS.PING.JSZ"]; j < 0.9 || j > 1.1 || sys.kinds["CONSUMER.LIST"] > 0.5 || sys.kinds["STREAM.LIST"] > 0.5 {
+		t.Errorf("system access requests by kind per tick %v: want one JSZ request and (almost) no listing", sys.kinds)
+	}
+	if sys.bytesIn <= 0 || len(sys.falseEvents) != 0 {
+		t.Errorf("system access: bytes in %v, false events %v", sys.bytesIn, sys.falseEvents)
+	}
+
 	for _, format := range []string{"text", "markdown"} {
 		cfg.output = format
 		var out bytes.Buffer
@@ -77,7 +91,7 @@ func TestPipeline(t *testing.T) {
 		if format == "text" {
 			t.Logf("table:\n%s", s)
 		}
-		for _, want := range []string{"sample p99", "consumer listing", "false events", "flow and rule time"} {
+		for _, want := range []string{"sample p99", "consumer listing", "system access", "false events", "flow and rule time"} {
 			if !strings.Contains(s, want) {
 				t.Errorf("%s table lacks %q:\n%s", format, want, s)
 			}
@@ -149,7 +163,12 @@ func TestParseFlags(t *testing.T) {
 	if got := samplingPath(cfg.engineArgs); got != "system access" {
 		t.Errorf("sampling path = %q, want system access", got)
 	}
+	if cfg, err := parseFlags([]string{"--paths", "system"}, &bytes.Buffer{}); err != nil || len(cfg.paths) != 1 || cfg.paths[0] != pathSystem {
+		t.Errorf("--paths system: %v, %v", cfg.paths, err)
+	}
 	for _, bad := range [][]string{
+		{"--paths", "jsz"},
+		{"--paths", ""},
 		{"--consumers", "10,x"},
 		{"--consumers", "0"},
 		{"--consumers", "50", "--streams", "100"},

@@ -16,8 +16,17 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// engineConnName is the connection name `happen engine` gives its client.
-const engineConnName = "happen-engine"
+// The connection names `happen engine` gives its clients.
+const (
+	engineConnName = "happen-engine"
+	systemConnName = "happen-engine-system"
+)
+
+// The sampling paths --paths names.
+const (
+	pathListing = "listing"
+	pathSystem  = "system"
+)
 
 // result is one row of the table and the notes below it.
 type result struct {
@@ -82,12 +91,18 @@ func run(ctx context.Context, cfg config) ([]result, error) {
 	}
 	var results []result
 	for i, n := range cfg.sizes {
-		profile := cfg.profile != "" && i == len(cfg.sizes)-1
-		r, err := measureSize(ctx, cfg, bin, filepath.Join(root, fmt.Sprint(n)), n, profile)
-		if err != nil {
-			return results, fmt.Errorf("%d consumers: %w", n, err)
+		for k, path := range cfg.paths {
+			profile := cfg.profile != "" && i == len(cfg.sizes)-1 && k == len(cfg.paths)-1
+			pcfg := cfg
+			if path == pathSystem {
+				pcfg.engineArgs = append([]string{"--system-user", sysUser, "--system-password", sysPassword}, cfg.engineArgs...)
+			}
+			r, err := measureSize(ctx, pcfg, bin, filepath.Join(root, fmt.Sprintf("%d-%s", n, path)), n, profile)
+			if err != nil {
+				return results, fmt.Errorf("%d consumers, %s path: %w", n, path, err)
+			}
+			results = append(results, r)
 		}
-		results = append(results, r)
 	}
 	return results, nil
 }
@@ -98,7 +113,7 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	if cfg.cluster {
 		shape = "a 3-server cluster"
 	}
-	cfg.progressf("%d consumers over %d streams on %s", n, cfg.streams, shape)
+	cfg.progressf("%d consumers over %d streams on %s, %s", n, cfg.streams, shape, r.path)
 	srv, err := startServers(filepath.Join(dir, "nats"), cfg.cluster)
 	if err != nil {
 		return r, err
@@ -139,7 +154,19 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	}
 	defer mon.Close()
 	prefix := eventPrefix(cfg.engineArgs)
-	w, err := startWire(mon, prefix, cfg.interval)
+	system := r.path == "system access"
+	conns := []string{engineConnName}
+	var sysMon *nats.Conn
+	if system {
+		conns = append(conns, systemConnName)
+		sysMon, err = nats.Connect(srv.url(0), nats.Name("bench-monitor-system"), nats.UserInfo(sysUser, sysPassword),
+			nats.CustomInboxPrefix("_BENCH_SYSMON"), nats.MaxReconnects(-1))
+		if err != nil {
+			return r, fmt.Errorf("connect bench-monitor-system: %w", err)
+		}
+		defer sysMon.Close()
+	}
+	w, err := startWire(mon, sysMon, prefix, cfg.interval)
 	if err != nil {
 		return r, err
 	}
@@ -202,7 +229,7 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	if err != nil {
 		return r, err
 	}
-	c0, err := srv.connsNamed(engineConnName)
+	c0, err := srv.connsNamed(conns...)
 	if err != nil {
 		return r, err
 	}
@@ -241,7 +268,7 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	if err != nil {
 		return r, err
 	}
-	c1, err := srv.connsNamed(engineConnName)
+	c1, err := srv.connsNamed(conns...)
 	if err != nil {
 		return r, err
 	}

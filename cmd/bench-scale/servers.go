@@ -120,9 +120,25 @@ type connStats struct {
 	conns                              []string // server/cid of each connection counted
 }
 
-// connsNamed sums the counters of every open connection called name on any
-// of the servers.
-func (s *servers) connsNamed(name string) (connStats, error) {
+// connsNamed sums the counters of every open connection called one of
+// names on any of the servers; each name must have one.
+func (s *servers) connsNamed(names ...string) (connStats, error) {
+	var st connStats
+	for _, name := range names {
+		one, err := s.connNamed(name)
+		if err != nil {
+			return st, err
+		}
+		st.inMsgs += one.inMsgs
+		st.outMsgs += one.outMsgs
+		st.inBytes += one.inBytes
+		st.outBytes += one.outBytes
+		st.conns = append(st.conns, one.conns...)
+	}
+	return st, nil
+}
+
+func (s *servers) connNamed(name string) (connStats, error) {
 	var st connStats
 	for _, srv := range s.list {
 		cz, err := srv.Connz(&server.ConnzOptions{Limit: 1 << 16})

@@ -19,6 +19,11 @@ import (
 // The engine's requests are told from the load generator's by their reply
 // subject: the engine's client uses the default _INBOX prefix, this
 // program's connections never do.
+//
+// On the system access path a tick starts with the engine's JSZ request in
+// the system account, which a second monitor connection, in that account,
+// watches along with the replies; there a STREAM.LIST (a config refresh)
+// does not start a tick.
 type wire struct {
 	nc       *nats.Conn
 	prefix   string // the engine's event subject prefix
@@ -29,6 +34,9 @@ type wire struct {
 	subs     []*nats.Subscription
 	stopped  bool
 	inbox    string // the engine's reply prefix, once seen
+	sysNC    *nats.Conn
+	sysInbox string // the engine's system connection's reply prefix
+	sysTicks bool   // ticks start with the JSZ request
 	ticks    []wireTick
 	events   map[string]int
 	falses   []string // false events, one line each
@@ -41,10 +49,14 @@ type wireTick struct {
 	kinds       map[string]int
 }
 
-// startWire subscribes on nc. Events count from now on.
-func startWire(nc *nats.Conn, eventPrefix string, interval time.Duration) (*wire, error) {
+// jszSubject is the request the engine's system access path sends.
+const jszSubject = "$SYS.REQ.SERVER.PING.JSZ"
+
+// startWire subscribes on nc and, if not nil, on sys, a connection in the
+// system account. Events count from now on.
+func startWire(nc, sys *nats.Conn, eventPrefix string, interval time.Duration) (*wire, error) {
 	w := &wire{
-		nc: nc, prefix: eventPrefix + ".", minTick: interval / 2,
+		nc: nc, sysNC: sys, prefix: eventPrefix + ".", minTick: interval / 2,
 		ch: make(chan *nats.Msg, 1<<16), done: make(chan struct{}), events: map[string]int{},
 	}
 	// One channel for every subscription keeps the order the server sent
@@ -59,6 +71,20 @@ func startWire(nc *nats.Conn, eventPrefix string, interval time.Duration) (*wire
 		w.mu.Lock()
 		w.subs = append(w.subs, sub)
 		w.mu.Unlock()
+	}
+	if sys != nil {
+		sub, err := sys.ChanSubscribe(jszSubject, w.ch)
+		if err != nil {
+			w.stop()
+			return nil, fmt.Errorf("subscribe %s: %w", jszSubject, err)
+		}
+		w.mu.Lock()
+		w.subs = append(w.subs, sub)
+		w.mu.Unlock()
+		if err := sys.Flush(); err != nil {
+			w.stop()
+			return nil, fmt.Errorf("flush system monitor subscriptions: %w", err)
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		w.stop()
@@ -81,6 +107,12 @@ func (w *wire) handle(m *nats.Msg, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
+	case m.Subject == jszSubject:
+		w.jsz(m, at)
+	case w.sysInbox != "" && strings.HasPrefix(m.Subject, w.sysInbox):
+		if n := len(w.ticks); n > 0 {
+			w.ticks[n-1].last = at
+		}
 	case strings.HasPrefix(m.Subject, "$JS.API."):
 		if !strings.HasPrefix(m.Reply, "_INBOX.") {
 			return // the load generator's pulls
@@ -117,7 +149,7 @@ func (w *wire) request(m *nats.Msg, at time.Time) {
 		}
 	}
 	kind := apiKind(m.Subject)
-	if kind == "STREAM.LIST" && listOffset(m.Data) == 0 {
+	if kind == "STREAM.LIST" && listOffset(m.Data) == 0 && !w.sysTicks {
 		if n := len(w.ticks); n == 0 || at.Sub(w.ticks[n-1].start) >= w.minTick {
 			w.ticks = append(w.ticks, wireTick{start: at, last: at, kinds: map[string]int{}})
 		}
@@ -127,6 +159,29 @@ func (w *wire) request(m *nats.Msg, at time.Time) {
 		t.requests++
 		t.kinds[kind]++
 	}
+}
+
+// jsz starts a tick at the engine's JSZ request, and learns where the
+// replies go: _INBOX.<nuid>.<seq>.
+func (w *wire) jsz(m *nats.Msg, at time.Time) {
+	w.sysTicks = true
+	if w.sysInbox == "" && w.inboxErr == nil && !w.stopped && w.sysNC != nil {
+		if i := strings.LastIndexByte(m.Reply, '.'); i > len("_INBOX.") {
+			w.sysInbox = m.Reply[:i+1]
+			sub, err := w.sysNC.ChanSubscribe(w.sysInbox+"*", w.ch)
+			if err != nil {
+				w.inboxErr = fmt.Errorf("subscribe to the engine's JSZ replies: %w", err)
+			} else {
+				w.subs = append(w.subs, sub)
+			}
+		}
+	}
+	if n := len(w.ticks); n == 0 || at.Sub(w.ticks[n-1].start) >= w.minTick {
+		w.ticks = append(w.ticks, wireTick{start: at, last: at, kinds: map[string]int{}})
+	}
+	t := &w.ticks[len(w.ticks)-1]
+	t.requests++
+	t.kinds["SYS.PING.JSZ"]++
 }
 
 // apiKind names a JetStream API request by its subject without the stream
@@ -186,7 +241,7 @@ func (w *wire) window(from, to time.Time) (wireWindow, error) {
 	if w.inboxErr != nil {
 		return out, w.inboxErr
 	}
-	if w.inbox == "" {
+	if w.inbox == "" && w.sysInbox == "" {
 		return out, nil // no request seen: the engine samples some other way
 	}
 	for i := 0; i+1 < len(w.ticks); i++ {

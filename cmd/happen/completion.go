@@ -19,15 +19,16 @@ var (
 	}
 	// flagFiles take a file; the extensions filter the candidates (none: any).
 	flagFiles = map[string][]string{
-		"rules":    {"yaml", "yml"}, // a file or, as the directive allows, a folder
-		"diff":     {"yaml", "yml"},
-		"creds":    {"creds"},
-		"nkey":     {"nk", "seed"},
-		"tls-cert": {"pem", "crt"},
-		"tls-key":  {"pem", "key"},
-		"tls-ca":   {"pem", "crt"},
-		"record":   nil,
-		"to-test":  {"yaml", "yml"},
+		"rules":        {"yaml", "yml"}, // a file or, as the directive allows, a folder
+		"diff":         {"yaml", "yml"},
+		"creds":        {"creds"},
+		"system-creds": {"creds"},
+		"nkey":         {"nk", "seed"},
+		"tls-cert":     {"pem", "crt"},
+		"tls-key":      {"pem", "key"},
+		"tls-ca":       {"pem", "crt"},
+		"record":       nil,
+		"to-test":      {"yaml", "yml"},
 	}
 	// flagDirs take a folder.
 	flagDirs = map[string]bool{"data": true, "plugins": true}

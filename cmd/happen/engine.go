@@ -35,6 +35,11 @@ type engineFlags struct {
 	creds          string
 	user, password string
 	token          string
+	// The system account (connectSystem): sampling with one JSZ request
+	// per server a tick.
+	systemCreds    string
+	systemUser     string
+	systemPassword string
 	tlsCert        string
 	tlsKey         string
 	tlsCA          string
@@ -69,7 +74,11 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
     --rules ./rules/ --dry-run
 
   # The same through the environment, sampling every 2s
-  HAPPEN_NATS=nats://nats.internal:4222 HAPPEN_INTERVAL=2s happen engine`,
+  HAPPEN_NATS=nats://nats.internal:4222 HAPPEN_INTERVAL=2s happen engine
+
+  # At scale: sample through the system account, one request per server a tick
+  happen engine --nats nats://nats.internal:4222 --creds happen.creds \
+    --system-creds sys.creds`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := bindEnv(cmd.Flags()); err != nil {
@@ -88,6 +97,9 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.StringVar(&f.user, "user", "", "NATS user")
 	fs.StringVar(&f.password, "password", "", "NATS password")
 	fs.StringVar(&f.token, "token", "", "NATS token")
+	fs.StringVar(&f.systemCreds, "system-creds", "", "credentials file of a system account user: sample every server's JSZ report, one request per server a tick")
+	fs.StringVar(&f.systemUser, "system-user", "", "system account user, instead of --system-creds")
+	fs.StringVar(&f.systemPassword, "system-password", "", "password of --system-user")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "client TLS certificate")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "client TLS key")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA certificate to verify the server")
@@ -168,6 +180,14 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		}
 	}()
 
+	sys, err := connectSystem(url, f, log)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if sys != nil {
+		defer sys.Close()
+	}
+
 	reg := prometheus.NewRegistry()
 	// Every series, the runtime's too, is prefixed happen_.
 	prometheus.WrapRegistererWithPrefix("happen_", reg).MustRegister(
@@ -223,6 +243,7 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		Dispatcher:    mgr,
 		Registry:      reg,
 		StateReplicas: f.kvReplicas,
+		System:        sys,
 	})
 	log.Info("engine starting", "nats", nc.ConnectedUrlRedacted(), "rules", len(set.Rules), "files", set.Files,
 		"plugins", len(mgr.Plugins()), "interval", f.interval, "dryRun", f.dryRun)
@@ -286,28 +307,9 @@ func newHost(nc *nats.Conn, f *engineFlags) sdk.Host {
 }
 
 func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name("happen-engine"),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(time.Second),
+	opts := append(commonOptions("happen-engine", f, log),
 		// A server that is down at start is a blind engine, not a failed one.
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own drain at shutdown
-				log.Warn("disconnected from NATS", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
-			subj := ""
-			if s != nil {
-				subj = s.Subject
-			}
-			log.Warn("NATS async error", "subject", subj, "error", err)
-		}),
-	}
+		nats.RetryOnFailedConnect(true))
 	if f.creds != "" {
 		opts = append(opts, nats.UserCredentials(f.creds))
 	}
@@ -317,17 +319,43 @@ func connect(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
 	if f.token != "" {
 		opts = append(opts, nats.Token(f.token))
 	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
+	}
+	return nc, nil
+}
+
+// commonOptions are the options of both the engine's connections: name,
+// reconnects, logging and TLS.
+func commonOptions(name string, f *engineFlags, log *slog.Logger) []nats.Option {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own drain at shutdown
+				log.Warn("disconnected from NATS", "connection", name, "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS", "connection", name, "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subj := ""
+			if s != nil {
+				subj = s.Subject
+			}
+			log.Warn("NATS async error", "connection", name, "subject", subj, "error", err)
+		}),
+	}
 	if f.tlsCert != "" || f.tlsKey != "" {
 		opts = append(opts, nats.ClientCert(f.tlsCert, f.tlsKey))
 	}
 	if f.tlsCA != "" {
 		opts = append(opts, nats.RootCAs(f.tlsCA))
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", url, err)
-	}
-	return nc, nil
+	return opts
 }
 
 // drain flushes published events and closes nc, waiting at most d.
@@ -357,4 +385,56 @@ func defaultPluginDir() string {
 		exe = resolved
 	}
 	return filepath.Dir(exe)
+}
+
+// systemConnName names the engine's connection in the system account.
+const systemConnName = "happen-engine-system"
+
+// connectSystem opens the connection in the system account that
+// --system-creds or --system-user asks for, or returns nil when neither is
+// given. Credentials the servers refuse fail the start, naming the flag; a
+// server that cannot be reached only delays system access: the connection
+// keeps trying and the engine lists consumers meanwhile.
+func connectSystem(url string, f *engineFlags, log *slog.Logger) (*nats.Conn, error) {
+	var flag string
+	var auth nats.Option
+	switch {
+	case f.systemCreds != "" && (f.systemUser != "" || f.systemPassword != ""):
+		return nil, errors.New("--system-creds and --system-user/--system-password: give one or the other")
+	case f.systemCreds != "":
+		flag, auth = "--system-creds "+f.systemCreds, nats.UserCredentials(f.systemCreds)
+	case f.systemUser != "":
+		flag, auth = "--system-user "+f.systemUser, nats.UserInfo(f.systemUser, f.systemPassword)
+	case f.systemPassword != "":
+		return nil, errors.New("--system-password without --system-user")
+	default:
+		return nil, nil
+	}
+	opts := append(commonOptions(systemConnName, f, log), auth)
+	nc, err := nats.Connect(url, opts...)
+	if err == nil {
+		return nc, nil
+	}
+	if refused(err) {
+		return nil, fmt.Errorf("%s: cannot connect to the system account at %s: %w", flag, url, err)
+	}
+	// Not reachable now: keep trying in the background, as the engine's
+	// own connection does.
+	log.Warn("cannot connect to the system account yet; listing consumers until it connects", "flag", flag, "error", err)
+	nc, err = nats.Connect(url, append(opts, nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: connect to %s: %w", flag, url, err)
+	}
+	return nc, nil
+}
+
+// refused reports whether err means the credentials are wrong or
+// unreadable, which retrying would not mend.
+func refused(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "authorization") || strings.Contains(msg, "authentication") ||
+		strings.Contains(msg, "no such file") || strings.Contains(msg, "nkey") || strings.Contains(msg, "jwt")
 }

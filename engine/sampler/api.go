@@ -56,6 +56,7 @@ type streamInfo struct {
 		Consumers int       `json:"consumer_count"`
 	} `json:"state"`
 	TimeStamp time.Time `json:"ts"`
+	Created   time.Time `json:"created"` // tells a recreated stream (jsz.go)
 }
 
 type consumerInfo struct {

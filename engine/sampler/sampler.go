@@ -11,6 +11,12 @@
 // time lag: at most Config.TimeLagReads a tick, and none for a node whose
 // ack floor has not moved since its last read (see timelag.go).
 //
+// With Config.System, a connection in the system account, a tick instead
+// reads every server's JSZ report with one request, keeps each stream's
+// and consumer's values from its leader's report, and takes configs from
+// a cache the listing requests fill when something changes (see jsz.go).
+// The snapshot is the same; on failure the tick lists as above.
+//
 // A consumer's leader is read only from a clustered server, which names it;
 // a single server reports none, and ConsumerSample.Leader stays empty.
 //
@@ -68,6 +74,14 @@ type Config struct {
 	// (every time lag is then estimated).
 	TimeLagReads int
 	Logger       *slog.Logger // default: discard
+	// System, if set, is a connection in the system account: each tick
+	// then reads every server's JSZ report through it, one request per
+	// server, instead of listing consumers stream by stream (see jsz.go).
+	// Time lag reads and advisories stay on the normal connection.
+	System *nats.Conn
+	// Account is the account the JSZ reports are read for; default: the
+	// account of the normal connection, asked of the server once.
+	Account string
 }
 
 // Sampler produces flow snapshots from a NATS connection. Sample calls are
@@ -81,6 +95,7 @@ type Sampler struct {
 	consumerListPre string
 
 	adv *advisories
+	jsz *jszSource // nil: no system access
 
 	life    sync.Mutex // guards what follows
 	stop    chan struct{}
@@ -125,7 +140,7 @@ func New(nc *nats.Conn, cfg Config) *Sampler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sampler{
+	s := &Sampler{
 		nc:              nc,
 		cfg:             cfg,
 		log:             cfg.Logger,
@@ -135,6 +150,10 @@ func New(nc *nats.Conn, cfg Config) *Sampler {
 		warned:          map[warnKey]string{},
 		failing:         map[string]struct{}{},
 	}
+	if cfg.System != nil {
+		s.jsz = newJSZSource(cfg.System, cfg.Account)
+	}
+	return s
 }
 
 // Start subscribes to consumer advisories. The subscriptions end when ctx
@@ -152,6 +171,16 @@ func (s *Sampler) Start(ctx context.Context) error {
 	subs, err := s.adv.subscribe(s.nc)
 	if err != nil {
 		return err
+	}
+	if s.jsz != nil {
+		csubs, err := s.jsz.subscribe(s.nc)
+		if err != nil {
+			for _, sub := range subs {
+				_ = sub.Unsubscribe()
+			}
+			return err
+		}
+		subs = append(subs, csubs...)
 	}
 	if s.nc.IsConnected() {
 		// Servers publish advisories only while someone listens: make sure
@@ -172,6 +201,9 @@ func (s *Sampler) Start(ctx context.Context) error {
 		}
 		for _, sub := range subs {
 			_ = sub.Unsubscribe() // fails only on a closed connection, where it is moot
+		}
+		if s.jsz != nil {
+			s.jsz.stopAudit()
 		}
 	}()
 	return nil
@@ -233,17 +265,24 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	if !s.nc.IsConnected() {
 		return flow.Snapshot{}, fmt.Errorf("list streams: not connected to NATS (connection %s)", s.nc.Status())
 	}
-	streams, missing, err := listAll(ctx, s, s.streamListSubj, &s.streams, streamName, s.infos[:0], s.missing[:0], &s.body)
-	s.infos, s.missing = streams[:0], missing[:0]
-	if err != nil {
-		return flow.Snapshot{}, fmt.Errorf("list streams: %w", err)
-	}
-
-	results := s.listConsumers(ctx, streams)
+	streams, missing, results, ok := s.sampleJSZ(ctx, start)
 	if err := ctx.Err(); errors.Is(err, context.Canceled) {
-		// The caller gave up on this tick; a deadline instead leaves the
-		// streams not yet listed unobserved.
-		return flow.Snapshot{}, fmt.Errorf("list consumers: %w", err)
+		return flow.Snapshot{}, fmt.Errorf("sample through system access: %w", err)
+	}
+	if !ok {
+		var err error
+		streams, missing, err = listAll(ctx, s, s.streamListSubj, &s.streams, streamName, s.infos[:0], s.missing[:0], &s.body)
+		s.infos, s.missing = streams[:0], missing[:0]
+		if err != nil {
+			return flow.Snapshot{}, fmt.Errorf("list streams: %w", err)
+		}
+
+		results = s.listConsumers(ctx, streams)
+		if err := ctx.Err(); errors.Is(err, context.Canceled) {
+			// The caller gave up on this tick; a deadline instead leaves the
+			// streams not yet listed unobserved.
+			return flow.Snapshot{}, fmt.Errorf("list consumers: %w", err)
+		}
 	}
 
 	snap := flow.Snapshot{
@@ -387,60 +426,70 @@ func (s *Sampler) listStream(ctx context.Context, w *worker, r *streamResult) {
 	}
 	internal := isInternal(r.name)
 	for i := range infos {
-		ci := &infos[i]
-		md := &ci.Config.Metadata
-		if md.ignore || (internal && !md.hasNode) {
-			continue
-		}
-		key := flow.NodeKey{Stream: r.name, Consumer: ci.Name}
-		id := ci.Name
-		if md.hasNode {
-			if why := invalidID(md.node); why == "" {
-				id = md.node
-			} else {
-				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataNode}, value: md.node, reason: why, fallback: ci.Name})
-			}
-		}
-		group := ""
-		if md.hasGroup {
-			if why := invalidID(md.group); why == "" {
-				group = md.group
-			} else {
-				r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: md.group, reason: why, fallback: ""})
-			}
-		}
-		filter := filterSet{one: ci.Config.FilterSubject, many: ci.Config.FilterSubjects}
-		if ci.NumPending > 0 || ci.NumAckPending > 0 {
-			r.waiting = append(r.waiting, waitingNode{name: ci.Name, filter: filter})
-		}
-		r.consumers = append(r.consumers, flow.ConsumerSample{
-			Key:             key,
-			NodeID:          id,
-			Group:           group,
-			At:              orNow(ci.TimeStamp),
-			Created:         ci.Created,
-			NumPending:      ci.NumPending,
-			NumAckPending:   nonNeg(ci.NumAckPending),
-			NumRedelivered:  nonNeg(ci.NumRedelivered),
-			NumWaiting:      nonNeg(ci.NumWaiting),
-			Delivered:       ci.Delivered.Consumer,
-			DeliveredStream: ci.Delivered.Stream,
-			AckFloor:        ci.AckFloor.Consumer,
-			AckFloorStream:  ci.AckFloor.Stream,
-			LastDelivery:    ci.Delivered.Last,
-			LastAck:         ci.AckFloor.Last,
-			Leader:          ci.Cluster.Leader,
-			Push:            ci.Config.DeliverSubject != "",
-			PushBound:       ci.PushBound,
-			Paused:          ci.Paused,
-			AckNone:         ci.Config.AckPolicy == "none",
-			AckWait:         time.Duration(max(ci.Config.AckWait, 0)),
-			Filtered:        filter.filtered(r.subjects),
-		})
+		r.add(&infos[i], internal)
 	}
-	// Sorted by consumer name, so the tick's bookkeeping can binary search.
+	r.finish(s.adv)
+}
+
+// add appends the sample of one consumer to r, unless it is not a node.
+// internal says r's stream backs a KV bucket or an object store.
+func (r *streamResult) add(ci *consumerInfo, internal bool) {
+	md := &ci.Config.Metadata
+	if md.ignore || (internal && !md.hasNode) {
+		return
+	}
+	key := flow.NodeKey{Stream: r.name, Consumer: ci.Name}
+	id := ci.Name
+	if md.hasNode {
+		if why := invalidID(md.node); why == "" {
+			id = md.node
+		} else {
+			r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataNode}, value: md.node, reason: why, fallback: ci.Name})
+		}
+	}
+	group := ""
+	if md.hasGroup {
+		if why := invalidID(md.group); why == "" {
+			group = md.group
+		} else {
+			r.odd = append(r.odd, oddValue{key: warnKey{key, MetadataGroup}, value: md.group, reason: why, fallback: ""})
+		}
+	}
+	filter := filterSet{one: ci.Config.FilterSubject, many: ci.Config.FilterSubjects}
+	if ci.NumPending > 0 || ci.NumAckPending > 0 {
+		r.waiting = append(r.waiting, waitingNode{name: ci.Name, filter: filter})
+	}
+	r.consumers = append(r.consumers, flow.ConsumerSample{
+		Key:             key,
+		NodeID:          id,
+		Group:           group,
+		At:              orNow(ci.TimeStamp),
+		Created:         ci.Created,
+		NumPending:      ci.NumPending,
+		NumAckPending:   nonNeg(ci.NumAckPending),
+		NumRedelivered:  nonNeg(ci.NumRedelivered),
+		NumWaiting:      nonNeg(ci.NumWaiting),
+		Delivered:       ci.Delivered.Consumer,
+		DeliveredStream: ci.Delivered.Stream,
+		AckFloor:        ci.AckFloor.Consumer,
+		AckFloorStream:  ci.AckFloor.Stream,
+		LastDelivery:    ci.Delivered.Last,
+		LastAck:         ci.AckFloor.Last,
+		Leader:          ci.Cluster.Leader,
+		Push:            ci.Config.DeliverSubject != "",
+		PushBound:       ci.PushBound,
+		Paused:          ci.Paused,
+		AckNone:         ci.Config.AckPolicy == "none",
+		AckWait:         time.Duration(max(ci.Config.AckWait, 0)),
+		Filtered:        filter.filtered(r.subjects),
+	})
+}
+
+// finish sorts r's consumers by name, so the tick's bookkeeping can binary
+// search, and fills in their advisory counts.
+func (r *streamResult) finish(adv *advisories) {
 	slices.SortFunc(r.consumers, func(a, b flow.ConsumerSample) int { return cmp.Compare(a.Key.Consumer, b.Key.Consumer) })
-	s.adv.fill(r.consumers)
+	adv.fill(r.consumers)
 }
 
 // noteFailure logs when a stream's consumers become unreadable and when

@@ -270,6 +270,9 @@ func (e *Engine) respond(m *nats.Msg, h func(*nats.Msg) ([]byte, error)) {
 	if m.Reply == "" {
 		return // a publish, not a request: nobody to answer
 	}
+	if e.cfg.Lease != nil && !e.leading() && e.cfg.Lease.Status().Holder != "" {
+		return // the leader answers, with the incidents only it holds
+	}
 	body, err := h(m)
 	reply := nats.NewMsg(m.Reply)
 	if err != nil {

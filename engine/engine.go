@@ -18,6 +18,7 @@ import (
 
 	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/engine/lease"
 	"github.com/happen-dev/happen/engine/sampler"
 	"github.com/happen-dev/happen/engine/signals"
 	"github.com/happen-dev/happen/rules"
@@ -46,6 +47,10 @@ type Config struct {
 	HistoryStep time.Duration
 	// Recorder, if not nil, receives every sample (happen engine --record).
 	Recorder Recorder
+	// Lease, if not nil, makes the engine one of several electing a leader
+	// (ha.go): it speaks and acts only while it holds the lease. Run runs
+	// the lease; nothing else may.
+	Lease *lease.Lease
 	// System, if not nil, is a connection in the system account: the
 	// sampler then reads each server's JSZ report, one request per server
 	// a tick, instead of listing consumers stream by stream, and the
@@ -94,6 +99,7 @@ type Engine struct {
 	recent     eventRing // the last events published, for the API (api.go)
 	history    history   // each node's recent lag and the tick bell (history.go)
 	lastReload atomic.Pointer[ReloadResult]
+	led        bool            // this engine led at the last tick (ha.go)
 	iso        isolation       // the engine's own server cut from its cluster (isolation.go)
 	isoEvent   events.Envelope // the engine.isolated event of the isolation in course
 
@@ -157,8 +163,10 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 		downs:   map[string]events.Envelope{},
 		errSeen: map[string]time.Time{},
 	}
-	e.eval = rules.NewEvaluator(set, rules.OnError(e.ruleError), rules.ForInterval(cfg.Interval))
+	e.eval = rules.NewEvaluator(set, e.evalOpts()...)
+	e.led = e.leading()
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
+	registerLeaseMetrics(cfg.Registry, cfg.Lease)
 	e.view.Store(&view{reason: "starting"})
 	e.iso.noMetaAfter = max(noMetaAfter, 3*cfg.Interval)
 	return e
@@ -173,6 +181,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("start sampling: %w", err)
 	}
 	defer e.sampler.Stop()
+	lctx, stopLease := context.WithCancel(ctx)
+	waitLease := e.followLease(lctx)
+	defer waitLease() // gives the lease up for a standby to take at once
+	defer stopLease()
 	stopAPI := e.startAPI() // answers happen status and happen events until Run returns
 	defer stopAPI()
 	t := time.NewTicker(e.cfg.Interval)
@@ -281,12 +293,21 @@ func (e *Engine) Tick(ctx context.Context) {
 	st := e.tracker.Update(snap)
 	now := snap.At
 	flow.Annotate(st, &snap.Signals, now)
-	e.restore(ctx, now, st, &snap)
+	lead := e.checkRole(now)
+	if lead {
+		e.restore(ctx, now, st, &snap)
+	}
 
 	select {
 	case r := <-e.reloads:
 		e.applyReload(ctx, r, now, st)
 	default:
+	}
+	if !lead {
+		// A standby keeps its windows full and says nothing.
+		e.met.observe(st)
+		e.view.Store(e.newView(st))
+		return
 	}
 
 	var trs []rules.Transition
@@ -342,7 +363,7 @@ func (e *Engine) applyReload(ctx context.Context, r reload, now time.Time, st *f
 
 // emit publishes one event per transition and dispatches the rule's actions.
 func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.State) {
-	if len(trs) == 0 {
+	if len(trs) == 0 || !e.leading() {
 		return
 	}
 	defer e.persist(ctx, trs)
@@ -401,12 +422,12 @@ func (e *Engine) emit(ctx context.Context, trs []rules.Transition, st *flow.Stat
 					Pattern: r.Pattern, Rule: r.Name, DownSeconds: secs, Reason: tr.Reason,
 				}, inc.ID, down.Context.ID)
 			}
-			if len(r.Actions) > 0 {
+			if len(r.Actions) > 0 && env.Context.ID != "" { // not when the lease ran out mid-tick
 				e.disp.Dispatch(ctx, action.Job{Event: env, Down: down, Resolve: true, Rule: r.Name, Key: key, Actions: r.Actions})
 			}
 			continue
 		}
-		if len(r.Actions) > 0 {
+		if len(r.Actions) > 0 && env.Context.ID != "" {
 			e.disp.Dispatch(ctx, action.Job{Event: env, Down: env, Rule: r.Name, Key: key, Actions: r.Actions})
 		}
 	}
@@ -420,6 +441,13 @@ func (e *Engine) publish(typ string, payload any, correlation, causation string)
 	if err != nil {
 		// Payloads are our own plain structs; this cannot fail on valid data.
 		e.log.Error("encode event", "type", typ, "error", err)
+	}
+	if !e.leading() || (e.cfg.Lease != nil && !e.nc.IsConnected()) {
+		// A standby, or a leader whose lease ran out mid-tick: the
+		// leader speaks. A leader cut off would have its event buffered
+		// and delivered on reconnecting, perhaps after another engine
+		// took over: it says nothing until it is back.
+		return events.Envelope{Type: typ, Payload: raw}
 	}
 	env := events.Envelope{
 		Type:    typ,

@@ -198,7 +198,7 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 // persist writes what this tick changed: the record of every incident a
 // transition touched, or its removal once it has ended.
 func (e *Engine) persist(ctx context.Context, trs []rules.Transition) {
-	if e.store == nil || len(trs) == 0 {
+	if e.store == nil || len(trs) == 0 || !e.leading() {
 		return
 	}
 	active := map[string]*rules.Incident{}

@@ -13,19 +13,25 @@ import (
 // Status is what /api/status serves: the engine's health and every node,
 // group and open incident as of the last tick.
 type Status struct {
-	At         time.Time       `json:"at"`
-	Healthy    bool            `json:"healthy"`
-	Blind      bool            `json:"blind"`
-	Isolated   bool            `json:"isolated,omitempty"` // the engine's own server is cut from its cluster
-	Reason     string          `json:"reason,omitempty"`
-	Nodes      []NodeStatus    `json:"nodes"`
-	Total      int             `json:"total"`            // nodes matched; Nodes may be one page of them
-	Offset     int             `json:"offset,omitempty"` // where that page starts (api.go)
-	Unobserved []string        `json:"unobserved"`
-	Groups     []flow.Group    `json:"groups"`
-	System     flow.System     `json:"system"`
-	Incidents  []IncidentState `json:"incidents"`
-	Rules      RulesStatus     `json:"rules"`
+	At       time.Time `json:"at"`
+	Healthy  bool      `json:"healthy"`
+	Blind    bool      `json:"blind"`
+	Isolated bool      `json:"isolated,omitempty"` // the engine's own server is cut from its cluster
+	// Role is "leader", or "standby" while another engine holds the lease
+	// (ha.go). Leader names the engine leading, and LeaseAgeSeconds is the
+	// time since it last renewed its lease; both only with a lease.
+	Role            string          `json:"role"`
+	Leader          string          `json:"leader,omitempty"`
+	LeaseAgeSeconds float64         `json:"leaseAgeSeconds,omitempty"`
+	Reason          string          `json:"reason,omitempty"`
+	Nodes           []NodeStatus    `json:"nodes"`
+	Total           int             `json:"total"`            // nodes matched; Nodes may be one page of them
+	Offset          int             `json:"offset,omitempty"` // where that page starts (api.go)
+	Unobserved      []string        `json:"unobserved"`
+	Groups          []flow.Group    `json:"groups"`
+	System          flow.System     `json:"system"`
+	Incidents       []IncidentState `json:"incidents"`
+	Rules           RulesStatus     `json:"rules"`
 }
 
 // NodeStatus is one node and its state: "ok", or "down" with the pattern
@@ -143,6 +149,14 @@ func (e *Engine) Status() *Status {
 		s.Healthy, s.Reason = false, why
 	}
 	s.Isolated = e.iso.current() != nil
+	s.Role = RoleLeader
+	if e.cfg.Lease != nil {
+		ls := e.cfg.Lease.Status()
+		s.Role, s.Leader = string(ls.Role), ls.Holder
+		if !ls.Renewed.IsZero() {
+			s.LeaseAgeSeconds = max(0, time.Since(ls.Renewed).Seconds())
+		}
+	}
 	if v.st == nil {
 		return s
 	}

@@ -17,12 +17,14 @@ import (
 	"github.com/happen-dev/happen/engine/embedded"
 	"github.com/happen-dev/happen/engine/hostapi"
 	"github.com/happen-dev/happen/engine/httpapi"
+	"github.com/happen-dev/happen/engine/lease"
 	"github.com/happen-dev/happen/engine/plugins"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/rulesets"
 	"github.com/happen-dev/happen/sdk"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -53,6 +55,11 @@ type engineFlags struct {
 	logLevel       string
 	logFormat      string
 	rec            recordFlags // --record and its rotation (replay.go)
+	// Several engines (engine/ha.go): --ha elects a leader through a KV
+	// lease; --instance names this engine in it and in events.
+	ha       bool
+	lease    time.Duration
+	instance string
 }
 
 func newEngineCmd() *cobra.Command {
@@ -112,6 +119,9 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.BoolVar(&f.dryRun, "dry-run", false, "evaluate and emit events, but run no action (log what would run)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&f.ha, "ha", false, "one of several engines: elect a leader through the KV bucket happen_lease; only the leader emits and acts")
+	fs.DurationVar(&f.lease, "lease", lease.DefaultPeriod, "with --ha: the lease period of a happen_lease bucket this engine creates (one that exists keeps its own)")
+	fs.StringVar(&f.instance, "instance", "", "this engine's name in events (sender happen-engine/NAME) and in the lease (default: the host name)")
 	f.rec.register(fs)
 	return cmd
 }
@@ -235,7 +245,24 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		return err
 	}
 	defer stopRecording() // runs once the engine has stopped: Run returns before runEngine does
+	instance := f.instance
+	if instance == "" {
+		instance, _ = os.Hostname()
+	}
+	var ls *lease.Lease
+	if f.ha {
+		if f.lease < time.Second {
+			return &exitError{code: 2, err: fmt.Errorf("--lease %v: want at least 1s, so renewals every third of it keep up", f.lease)}
+		}
+		ljs, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("--ha: JetStream for the lease: %w", err)
+		}
+		ls = lease.New(ljs, lease.Config{Identity: instance, Period: f.lease, Replicas: f.kvReplicas, Logger: log})
+	}
 	eng = engine.New(nc, set, engine.Config{
+		Instance:      instance,
+		Lease:         ls,
 		Recorder:      recorder,
 		Interval:      f.interval,
 		SubjectPrefix: f.subjectPrefix,

@@ -207,9 +207,26 @@ type engineProc struct {
 
 func startEngine(t *testing.T, env []string, args ...string) *engineProc {
 	t.Helper()
+	return launchEngine(t, "", env, args...)
+}
+
+// startEngineAt runs the engine against the NATS server at natsURL.
+func startEngineAt(t *testing.T, natsURL string, env []string, args ...string) *engineProc {
+	t.Helper()
+	return launchEngine(t, natsURL, env, args...)
+}
+
+// launchEngine starts the binary: on an embedded server when natsURL is
+// empty (waiting for it to say where it listens), else against natsURL.
+func launchEngine(t *testing.T, natsURL string, env []string, args ...string) *engineProc {
+	t.Helper()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-	args = append([]string{"engine", "--embedded-listen", "127.0.0.1:0", "--data", t.TempDir(), "--http", httpAddr}, args...)
-	p := &engineProc{cmd: exec.Command(happenBin, args...), http: "http://" + httpAddr, exited: make(chan error, 1)}
+	where := []string{"--embedded-listen", "127.0.0.1:0"}
+	if natsURL != "" {
+		where = []string{"--nats", natsURL}
+	}
+	args = append(append([]string{"engine", "--data", t.TempDir(), "--http", httpAddr}, where...), args...)
+	p := &engineProc{cmd: exec.Command(happenBin, args...), http: "http://" + httpAddr, exited: make(chan error, 1), natsURL: natsURL}
 	p.cmd.Env = append(os.Environ(), env...)
 	pipe, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -239,6 +256,9 @@ func startEngine(t *testing.T, env []string, args ...string) *engineProc {
 			t.Logf("engine stderr:\n%s", p.log())
 		}
 	})
+	if natsURL != "" {
+		return p
+	}
 	select {
 	case p.natsURL = <-urls:
 	case <-time.After(30 * time.Second):

@@ -217,7 +217,11 @@ func printStatus(w io.Writer, st *engine.Status, now time.Time) {
 	if !st.At.IsZero() {
 		sampled = st.At.Local().Format("15:04:05") + " (" + ago(now.Sub(st.At)) + " ago)"
 	}
-	fmt.Fprintf(w, "engine %s · sampled %s · %s · %s, %d in trouble · %s\n", health, sampled,
+	role := ""
+	if st.Leader != "" {
+		role = " · " + st.Role + " (leader " + st.Leader + ")"
+	}
+	fmt.Fprintf(w, "engine %s%s · sampled %s · %s · %s, %d in trouble · %s\n", health, role, sampled,
 		plural(st.Rules.Count, "rule"), plural(st.System.Nodes, "node"), troubled, plural(len(st.Incidents), "open incident"))
 	if len(st.Unobserved) > 0 {
 		fmt.Fprintf(w, "%d nodes not read on the last sample: %s\n", len(st.Unobserved), list(st.Unobserved, 5))

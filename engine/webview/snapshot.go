@@ -253,6 +253,8 @@ type summary struct {
 	Healthy       bool               `json:"healthy"`
 	Blind         bool               `json:"blind"`
 	Reason        string             `json:"reason,omitempty"`
+	Role          string             `json:"role,omitempty"`   // with several engines: leader or standby
+	Leader        string             `json:"leader,omitempty"` // the engine leading
 	Totals        counts             `json:"totals"`
 	Unobserved    int                `json:"unobserved"`
 	PublishRate   float64            `json:"publishRate"`
@@ -274,7 +276,7 @@ func (s *snapshot) makeSummary() summary {
 	st := s.status
 	sum := summary{
 		Tick: s.tick, At: st.At, Interval: s.interval.Seconds(),
-		Healthy: st.Healthy, Blind: st.Blind, Reason: st.Reason,
+		Healthy: st.Healthy, Blind: st.Blind, Reason: st.Reason, Role: st.Role, Leader: st.Leader,
 		Unobserved: len(st.Unobserved), PublishRate: st.System.PublishRate, ArrivalRate: st.System.ArrivalRate,
 		Streams: st.System.Streams, Rules: st.Rules, IncidentCount: len(st.Incidents),
 		Groups: []groupSummary{}, Incidents: []incident{},

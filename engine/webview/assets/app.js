@@ -92,7 +92,8 @@
       h.textContent = (s.blind ? 'blind: ' : 'unhealthy: ') + (s.reason || 'no reason given');
     }
     $('sampled').textContent = (validTime(s.at) ? 'sampled ' + clock(new Date(s.at)) : 'no sample yet') +
-      ' · every ' + secs(s.interval);
+      ' · every ' + secs(s.interval) +
+      (s.leader ? ' · ' + s.role + (s.role === 'leader' ? '' : ' (leader ' + s.leader + ')') : '');
     const t = s.totals;
     const items = [
       ['nodes', int(t.nodes), ''],

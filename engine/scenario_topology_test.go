@@ -203,6 +203,18 @@ func TestScenarioTopologyGatewayCutFarStreams(t *testing.T) {
 		return nil
 	})
 	t.Logf("during the cut the engine was (polls): %v", seen)
+	// Blind only until the stream list is given up for one request per
+	// stream: the near nodes are judged through the cut, the far unobserved.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		st := w.eng.Status()
+		near := 0
+		for _, n := range st.Nodes {
+			if n.Group == "near" {
+				near++
+			}
+		}
+		return !st.Blind && !st.Isolated && st.At.After(cutAt) && near == 3 && containsAll(st.Unobserved, farKeys)
+	}, "the near nodes judged during the cut, the far ones unobserved")
 
 	healAt := time.Now()
 	sc.Heal()

@@ -242,7 +242,7 @@ func (s *Sampler) request(ctx context.Context, subj string, offset int, into any
 	msg, err := s.nc.RequestWithContext(rctx, subj, b)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%s offset %d: no JetStream API responds (JetStream not enabled for this account?): %w", subj, offset, err)
+			return fmt.Errorf("%s offset %d: no JetStream API responds (JetStream not enabled for this account, or none reachable: a leaf connection cut from its hub?): %w", subj, offset, err)
 		}
 		return fmt.Errorf("%s offset %d: %w", subj, offset, err)
 	}

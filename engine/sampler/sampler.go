@@ -92,6 +92,8 @@ type Sampler struct {
 	log *slog.Logger
 
 	streamListSubj  string
+	streamNamesSubj string
+	streamInfoPre   string
 	consumerListPre string
 
 	adv *advisories
@@ -116,6 +118,10 @@ type Sampler struct {
 	// listed) last tick: only those are listed even when the stream list
 	// says they have none now, so a count that lags never hides a node.
 	hadConsumers map[string]struct{}
+	// While the stream list times out, streams are read one by one until
+	// byOneUntil; infoFailing holds those whose info did not come (byone.go).
+	byOneUntil  time.Time
+	infoFailing map[string]struct{}
 
 	// Time lag reads (timelag.go): those that stand, per node, and the
 	// tick's scratch.
@@ -145,6 +151,8 @@ func New(nc *nats.Conn, cfg Config) *Sampler {
 		cfg:             cfg,
 		log:             cfg.Logger,
 		streamListSubj:  cfg.APIPrefix + ".STREAM.LIST",
+		streamNamesSubj: cfg.APIPrefix + ".STREAM.NAMES",
+		streamInfoPre:   cfg.APIPrefix + ".STREAM.INFO.",
 		consumerListPre: cfg.APIPrefix + ".CONSUMER.LIST.",
 		adv:             newAdvisories(cfg.Logger),
 		warned:          map[warnKey]string{},
@@ -271,8 +279,7 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	}
 	if !ok {
 		var err error
-		streams, missing, err = listAll(ctx, s, s.streamListSubj, &s.streams, streamName, s.infos[:0], s.missing[:0], &s.body)
-		s.infos, s.missing = streams[:0], missing[:0]
+		streams, missing, err = s.listStreams(ctx, start)
 		if err != nil {
 			return flow.Snapshot{}, fmt.Errorf("list streams: %w", err)
 		}

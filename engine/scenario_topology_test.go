@@ -147,13 +147,12 @@ func TestScenarioTopologyGatewayCutFarWorkers(t *testing.T) {
 //
 // What it sees, measured: the stream list is answered by the meta leader
 // (in A) only once every stream's leader has answered, or after 4s, longer
-// than the engine's request timeout; until the servers in A give the cut
-// one up as gone (150s without its heartbeat, checked every 90s: 172s in
-// one run) every sample times out and the engine is blind. From then on
-// the far nodes are unobserved and the rest is judged; this test does not
-// wait that long. On the heal, B's server, which campaigned alone through
-// the cut, may win the meta leadership; while A has no leader the engine
-// may say it is isolated, then that it rejoined.
+// than the engine's request timeout, and would be until the servers in A
+// give the cut one up as gone (minutes). So the first sample after the cut
+// times out, and from the next the sampler reads the streams one by one:
+// the far nodes unobserved, the near ones judged through the cut. On the
+// heal, B's server, which campaigned alone through the cut, may win the
+// meta leadership; the election that follows is not isolation.
 func TestScenarioTopologyGatewayCutFarStreams(t *testing.T) {
 	t.Parallel()
 	sc := testutil.RunSuperCluster(t, 2, 1)

@@ -46,17 +46,21 @@ type streamInfo struct {
 		MaxMsgsPerSubject int64  `json:"max_msgs_per_subject"`
 		AllowDirect       bool   `json:"allow_direct"`
 	} `json:"config"`
-	State struct {
-		Msgs      uint64    `json:"messages"`
-		Bytes     uint64    `json:"bytes"`
-		FirstSeq  uint64    `json:"first_seq"`
-		FirstTime time.Time `json:"first_ts"`
-		LastSeq   uint64    `json:"last_seq"`
-		LastTime  time.Time `json:"last_ts"`
-		Consumers int       `json:"consumer_count"`
-	} `json:"state"`
-	TimeStamp time.Time `json:"ts"`
-	Created   time.Time `json:"created"` // tells a recreated stream (jsz.go)
+	State     streamState `json:"state"`
+	TimeStamp time.Time   `json:"ts"`
+	Created   time.Time   `json:"created"` // tells a recreated stream (jsz.go)
+}
+
+// streamState is a stream's state, as both the stream list and the JSZ
+// reports give it.
+type streamState struct {
+	Msgs      uint64    `json:"messages"`
+	Bytes     uint64    `json:"bytes"`
+	FirstSeq  uint64    `json:"first_seq"`
+	FirstTime time.Time `json:"first_ts"`
+	LastSeq   uint64    `json:"last_seq"`
+	LastTime  time.Time `json:"last_ts"`
+	Consumers int       `json:"consumer_count"`
 }
 
 type consumerInfo struct {

@@ -181,18 +181,10 @@ type jszLeader struct {
 }
 
 type jszStream struct {
-	Name    string     `json:"name"`
-	Created time.Time  `json:"created"`
-	Cluster *jszLeader `json:"cluster"`
-	State   struct {
-		Msgs      uint64    `json:"messages"`
-		Bytes     uint64    `json:"bytes"`
-		FirstSeq  uint64    `json:"first_seq"`
-		FirstTime time.Time `json:"first_ts"`
-		LastSeq   uint64    `json:"last_seq"`
-		LastTime  time.Time `json:"last_ts"`
-		Consumers int       `json:"consumer_count"`
-	} `json:"state"`
+	Name      string         `json:"name"`
+	Created   time.Time      `json:"created"`
+	Cluster   *jszLeader     `json:"cluster"`
+	State     streamState    `json:"state"`
 	Consumers []consumerInfo `json:"consumer_detail"`
 
 	// Merged over the tick's reports (not in the wire format).

@@ -218,7 +218,11 @@ func printStatus(w io.Writer, st *engine.Status, now time.Time) {
 		sampled = st.At.Local().Format("15:04:05") + " (" + ago(now.Sub(st.At)) + " ago)"
 	}
 	role := ""
-	if st.Leader != "" {
+	switch {
+	case st.Leader == "":
+	case st.Role == engine.RoleLeader:
+		role = " · leader " + st.Leader
+	default:
 		role = " · " + st.Role + " (leader " + st.Leader + ")"
 	}
 	fmt.Fprintf(w, "engine %s%s · sampled %s · %s · %s, %d in trouble · %s\n", health, role, sampled,

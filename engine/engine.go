@@ -99,9 +99,13 @@ type Engine struct {
 	recent     eventRing // the last events published, for the API (api.go)
 	history    history   // each node's recent lag and the tick bell (history.go)
 	lastReload atomic.Pointer[ReloadResult]
-	led        bool            // this engine led at the last tick (ha.go)
-	iso        isolation       // the engine's own server cut from its cluster (isolation.go)
-	isoEvent   events.Envelope // the engine.isolated event of the isolation in course
+	led        bool // this engine led at the last tick (ha.go)
+	// savedTimers are the rule timers last written to the state bucket;
+	// timersTooMany says the last ones did not fit a message (state.go).
+	savedTimers   []rules.Timer
+	timersTooMany bool
+	iso           isolation       // the engine's own server cut from its cluster (isolation.go)
+	isoEvent      events.Envelope // the engine.isolated event of the isolation in course
 
 	errMu    sync.Mutex
 	errSeen  map[string]time.Time // rate-limits expression error logs
@@ -318,6 +322,7 @@ func (e *Engine) Tick(ctx context.Context) {
 		e.met.evaluations.Add(float64(e.evalCount(st)))
 	}
 	e.emit(ctx, trs, st)
+	e.saveTimers(ctx, now)
 	e.met.observe(st)
 	e.view.Store(e.newView(st))
 }

@@ -17,7 +17,8 @@ import (
 // writes no incident: everything it would say is the leader's to say. On
 // taking over it restores the open incidents from the state bucket, as
 // after a restart, so an incident goes on under its correlation id, with no
-// second down and its up still to come. On losing the lead it forgets its
+// second down and its up still to come, and the rules' timers: a pending
+// alert fires when it would have on the old leader, a cooldown holds. On losing the lead it forgets its
 // incidents, which are the new leader's now.
 
 // Roles an engine reports (Status.Role).
@@ -68,6 +69,7 @@ func (e *Engine) checkRole(now time.Time) bool {
 	// also keeps a later tenure from acting on incidents it no longer
 	// knows the end of.
 	e.eval = rules.NewEvaluator(e.eval.Set(), e.evalOpts()...)
+	e.savedTimers = nil
 	clear(e.downs)
 	e.stateDone, e.store = true, nil
 	e.log.Info("standing by", "leader", st.Holder)

@@ -13,6 +13,7 @@ import (
 	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/lease"
 	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
 )
@@ -35,6 +36,12 @@ func (w *world) startHA(id string, period time.Duration) *haEngine {
 // startHADispatch is startHA with the engine's actions going to disp.
 func (w *world) startHADispatch(id string, period time.Duration, disp action.Dispatcher) *haEngine {
 	w.t.Helper()
+	return w.startHAWith(id, period, defaultSet(w.t), disp)
+}
+
+// startHAWith is startHA with its own rules and dispatcher.
+func (w *world) startHAWith(id string, period time.Duration, set *rules.Set, disp action.Dispatcher) *haEngine {
+	w.t.Helper()
 	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if os.Getenv("HAPPEN_TEST_LOG") != "" {
@@ -42,7 +49,7 @@ func (w *world) startHADispatch(id string, period time.Duration, disp action.Dis
 	}
 	l := lease.New(testutil.JetStream(w.t, nc), lease.Config{Identity: id, Period: period, Logger: log})
 	h := &haEngine{id: id, nc: nc, done: make(chan struct{})}
-	h.eng = engine.New(nc, defaultSet(w.t), engine.Config{Interval: time.Second, Instance: id, Lease: l, Logger: log, Dispatcher: disp})
+	h.eng = engine.New(nc, set, engine.Config{Interval: time.Second, Instance: id, Lease: l, Logger: log, Dispatcher: disp})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() {
@@ -314,5 +321,71 @@ func TestScenarioHATwentyKillsMidIncident(t *testing.T) {
 	}
 	if fired, ended := jobs.counts(corr); fired != 1 || ended != 1 {
 		t.Fatalf("the incident's actions ran %d times on fire and %d on resolve, want once each", fired, ended)
+	}
+}
+
+// A rule that waits 16s before it fires: the leader is killed halfway
+// through. The new leader takes the pending alert up where the old one
+// left it and fires when the old one would have, not 16s after taking
+// over.
+func TestScenarioHAPendingForCarriesOver(t *testing.T) {
+	t.Parallel()
+	const period = time.Second
+	const wait = 16 * time.Second
+	rs, err := rules.Parse("slow.yaml", []byte(`
+version: 1
+name: slow
+rules:
+  - name: slow-failure
+    when: node.stalled && node.arrivalRate > 0
+    resolve: "!node.stalled"
+    for: 16s
+    emit: node.down
+    pattern: node-failure
+    level: critical
+`), rules.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.NewSet(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := haWorld(t)
+	hs := []*haEngine{w.startHAWith("a", period, set, nil), w.startHAWith("b", period, set, nil)}
+	var leader *haEngine
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		var n int
+		n, leader = leaderOf(hs)
+		return n == 1 && len(leader.eng.Status().Nodes) == 4
+	}, "one leader seeing every node")
+	w.eng = leader.eng
+	w.ticks(10) // past the warm-up, cadences learned
+
+	w.worker("eu-1").Kill()
+	killedNode := time.Now()
+	// Stalled within a few seconds; the alert is pending from then.
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		n, ok := w.nodeStatus("eu-1")
+		return ok && n.Stalled
+	}, "eu-1 stalled")
+	stalled := time.Now()
+	w.ticks(int(wait / time.Second / 2))
+	leader.kill()
+	testutil.Eventually(t, 5*period, func() bool {
+		n, l := leaderOf(hs)
+		return n == 1 && l != leader
+	}, "a new leader")
+	down := w.waitNodeDown(2 * wait)
+	fired := at(w.ofType(events.TypeNodeDown)[0])
+	t.Logf("eu-1 stalled %.1fs after its worker was killed; node.down %.1fs after the stall (for: %v)",
+		stalled.Sub(killedNode).Seconds(), fired.Sub(stalled).Seconds(), wait)
+	if down.NodeID != "eu-1" {
+		t.Fatalf("node.down for %s: %s", down.NodeID, summary(w.all()))
+	}
+	// Starting afresh at the takeover would fire at least wait/2 + wait
+	// after the stall; carried over, about wait after it.
+	if d := fired.Sub(stalled); d > wait+wait/3 {
+		t.Fatalf("node.down %v after the stall: the pending alert started over at the takeover", d)
 	}
 }

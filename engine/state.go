@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/happen-dev/happen/engine/flow"
@@ -193,6 +194,11 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 	if len(ended) > 0 {
 		e.emit(ctx, ended, st)
 	}
+	if ts, err := e.store.loadTimers(rctx); err != nil {
+		e.log.Warn("rule timers not restored; pending alerts start their for again", "error", err)
+	} else if n := e.eval.RestoreTimers(ts); n > 0 {
+		e.log.Info("rule timers restored", "timers", n)
+	}
 }
 
 // persist writes what this tick changed: the record of every incident a
@@ -257,4 +263,68 @@ func (e *Engine) record(inc *rules.Incident) incidentRecord {
 		}
 	}
 	return rec
+}
+
+// timersKey holds the rules' pending alerts and cooldowns (rules.Timer),
+// so a standby taking over goes on where the leader was: a condition
+// that held for part of its `for` fires when it would have, and a
+// cooldown still holds. It is written when they change, at most once a
+// tick.
+const timersKey = "timers"
+
+func (s *incidentStore) putTimers(ctx context.Context, b []byte) error {
+	_, err := s.kv.Put(ctx, timersKey, b)
+	return err
+}
+
+func (s *incidentStore) loadTimers(ctx context.Context) ([]rules.Timer, error) {
+	entry, err := s.kv.Get(ctx, timersKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s/%s: %w", StateBucket, timersKey, err)
+	}
+	var ts []rules.Timer
+	if err := json.Unmarshal(entry.Value(), &ts); err != nil {
+		return nil, fmt.Errorf("decode %s/%s: %w", StateBucket, timersKey, err)
+	}
+	return ts, nil
+}
+
+// saveTimers writes the rules' timers when they changed since last
+// written. Timers too many to fit a message (a mass of pending alerts) are
+// not kept: a takeover then starts their `for` again.
+func (e *Engine) saveTimers(ctx context.Context, now time.Time) {
+	if e.store == nil || !e.leading() {
+		return
+	}
+	ts := e.eval.Timers(now)
+	if slices.EqualFunc(ts, e.savedTimers, sameTimer) {
+		return
+	}
+	b, err := json.Marshal(ts)
+	if err != nil {
+		return // plain fields: cannot fail
+	}
+	if limit := e.nc.MaxPayload() / 2; int64(len(b)) > limit {
+		if !e.timersTooMany {
+			e.log.Warn("rule timers not kept: too many pending alerts for one message; a takeover would start their for again", "timers", len(ts), "bytes", len(b))
+		}
+		e.timersTooMany = true
+		return
+	}
+	e.timersTooMany = false
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := e.store.putTimers(pctx, b); err != nil {
+		e.log.Warn("rule timers not saved; a takeover would start their for again", "bucket", StateBucket, "error", err)
+		return
+	}
+	e.savedTimers = ts
+}
+
+func sameTimer(a, b rules.Timer) bool {
+	return a.Rule == b.Rule && a.Node == b.Node && a.Group == b.Group && a.Owed == b.Owed &&
+		a.Pending.Equal(b.Pending) && a.Cooldown.Equal(b.Cooldown)
 }

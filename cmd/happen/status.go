@@ -230,6 +230,10 @@ func printStatus(w io.Writer, st *engine.Status, now time.Time) {
 	if len(st.Unobserved) > 0 {
 		fmt.Fprintf(w, "%d nodes not read on the last sample: %s\n", len(st.Unobserved), list(st.Unobserved, 5))
 	}
+	if sys := st.System; sys.ServerSignals && (sys.ServersDown > 0 || sys.RoutesLost > 0) {
+		fmt.Fprintf(w, "servers: %s down (%d announced), %s lost\n",
+			plural(sys.ServersDown, "server"), sys.ServersAnnouncedDown, plural(sys.RoutesLost, "route"))
+	}
 
 	fmt.Fprintln(w)
 	if len(st.Nodes) == 0 {

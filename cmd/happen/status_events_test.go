@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/engine/flow"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/sdk/events"
@@ -402,4 +403,38 @@ func TestStatusWithoutEngine(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "connect to NATS "+dead) {
 		t.Fatalf("no server: exit %d, stderr %q", code, errOut)
 	}
+}
+
+// With system access, servers gone and routes lost show under the header;
+// without it, or with nothing to say, no line.
+func TestPrintStatusServerSignals(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		sys  engine.Status
+		want string
+	}{
+		{"no system access", engine.Status{Healthy: true}, ""},
+		{"nothing down", engine.Status{Healthy: true, System: flowSystem(true, 0, 0, 0)}, ""},
+		{"a server announced its shutdown", engine.Status{Healthy: true, System: flowSystem(true, 1, 1, 0)}, "servers: 1 server down (1 announced), 0 routes lost\n"},
+		{"a cut", engine.Status{Healthy: true, System: flowSystem(true, 0, 0, 2)}, "servers: 0 servers down (0 announced), 2 routes lost\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			printStatus(&b, &tc.sys, now)
+			got := ""
+			for _, line := range strings.Split(b.String(), "\n") {
+				if strings.HasPrefix(line, "servers:") {
+					got += line + "\n"
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("got %q, want %q\n%s", got, tc.want, b.String())
+			}
+		})
+	}
+}
+
+func flowSystem(signals bool, down, announced, routes int) flow.System {
+	return flow.System{ServerSignals: signals, ServersDown: down, ServersAnnouncedDown: announced, RoutesLost: routes}
 }

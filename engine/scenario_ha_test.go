@@ -81,6 +81,20 @@ func haWorld(t *testing.T) *world {
 	return w
 }
 
+// waitLeader waits until exactly one of hs leads and sees the world's
+// four nodes, and makes the world's tick helpers follow it.
+func (w *world) waitLeader(hs []*haEngine) *haEngine {
+	w.t.Helper()
+	var leader *haEngine
+	testutil.Eventually(w.t, 15*time.Second, func() bool {
+		var n int
+		n, leader = leaderOf(hs)
+		return n == 1 && len(leader.eng.Status().Nodes) == 4
+	}, "one leader seeing every node")
+	w.eng = leader.eng
+	return leader
+}
+
 func leaderOf(hs []*haEngine) (n int, leader *haEngine) {
 	for _, h := range hs {
 		if h.eng.Status().Role == engine.RoleLeader {
@@ -100,17 +114,11 @@ func TestScenarioHATakeoverMidIncident(t *testing.T) {
 	const period = 2 * time.Second
 	w := haWorld(t)
 	hs := []*haEngine{w.startHA("a", period), w.startHA("b", period), w.startHA("c", period)}
-	var first *haEngine
-	testutil.Eventually(t, 15*time.Second, func() bool {
-		var n int
-		n, first = leaderOf(hs)
-		return n == 1 && len(first.eng.Status().Nodes) == 4
-	}, "one leader seeing every node")
+	first := w.waitLeader(hs)
 	for _, h := range hs {
 		testutil.Eventually(t, 5*time.Second, func() bool { return h.eng.Status().Leader == first.id },
 			"engine %s names %s as leader", h.id, first.id)
 	}
-	w.eng = first.eng // the world's tick helpers follow the leader
 	w.quietFor(5, "healthy flow under three engines")
 
 	w.worker("eu-1").Kill()
@@ -269,13 +277,7 @@ func TestScenarioHATwentyKillsMidIncident(t *testing.T) {
 	w := haWorld(t)
 	jobs := &jobCounter{fired: map[string]int{}, ended: map[string]int{}}
 	hs := []*haEngine{w.startHADispatch("e0", period, jobs), w.startHADispatch("e1", period, jobs), w.startHADispatch("e2", period, jobs)}
-	var leader *haEngine
-	testutil.Eventually(t, 15*time.Second, func() bool {
-		var n int
-		n, leader = leaderOf(hs)
-		return n == 1 && len(leader.eng.Status().Nodes) == 4
-	}, "one leader seeing every node")
-	w.eng = leader.eng
+	leader := w.waitLeader(hs)
 	w.ticks(3)
 
 	w.worker("eu-1").Kill()
@@ -353,13 +355,7 @@ rules:
 	}
 	w := haWorld(t)
 	hs := []*haEngine{w.startHAWith("a", period, set, nil), w.startHAWith("b", period, set, nil)}
-	var leader *haEngine
-	testutil.Eventually(t, 15*time.Second, func() bool {
-		var n int
-		n, leader = leaderOf(hs)
-		return n == 1 && len(leader.eng.Status().Nodes) == 4
-	}, "one leader seeing every node")
-	w.eng = leader.eng
+	leader := w.waitLeader(hs)
 	w.ticks(10) // past the warm-up, cadences learned
 
 	w.worker("eu-1").Kill()

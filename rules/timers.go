@@ -29,6 +29,9 @@ func (t Timer) key() alertKey { return alertKey{rule: t.Rule, node: t.Node, grou
 // Timers returns every pending alert and every cooldown not yet over at
 // now, in a stable order: equal slices mean nothing changed.
 func (e *Evaluator) Timers(now time.Time) []Timer {
+	if len(e.cooldowns) == 0 && len(e.alerts) == 0 {
+		return nil // the usual tick: called on every one, it allocates nothing
+	}
 	byKey := map[alertKey]*Timer{}
 	var out []Timer
 	add := func(k alertKey) *Timer {

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,10 +42,17 @@ func start(t *testing.T, url, id string) *engine {
 // watchLeaders samples every engine's IsLeader until stop, and fails if two
 // ever say yes at once.
 func watchLeaders(t *testing.T, engines ...*engine) (stop func()) {
-	var quit atomic.Bool
+	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for !quit.Load() {
+		every := time.NewTicker(time.Millisecond) // a sample of the roles each millisecond
+		defer every.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-every.C:
+			}
 			n := 0
 			for _, e := range engines {
 				if e.l.IsLeader() {
@@ -57,10 +63,9 @@ func watchLeaders(t *testing.T, engines ...*engine) (stop func()) {
 				t.Errorf("%d engines lead at once", n)
 				return
 			}
-			time.Sleep(time.Millisecond)
 		}
 	})
-	return func() { quit.Store(true); wg.Wait() }
+	return func() { close(quit); wg.Wait() }
 }
 
 func leaders(engines ...*engine) (n int, which *engine) {

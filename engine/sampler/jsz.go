@@ -443,7 +443,7 @@ func (j *jszSource) merge(r *jszReply) {
 				v = &jszStream{Name: sd.Name}
 				j.views[sd.Name] = v
 			}
-			if leader := server; sd.Cluster == nil || sd.Cluster.Leader == leader {
+			if sd.Cluster == nil || sd.Cluster.Leader == server {
 				v.led, v.at, v.Created, v.State = true, r.Data.Now, sd.Created, sd.State
 			}
 			for ci := range sd.Consumers {
@@ -463,6 +463,9 @@ func (j *jszSource) merge(r *jszReply) {
 func (j *jszSource) takeDirty() (stream, cons map[string]struct{}) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if len(j.dirtyStream) == 0 && len(j.dirtyCons) == 0 {
+		return nil, nil // the usual tick: nothing to hand over, nothing to allocate
+	}
 	stream, cons = j.dirtyStream, j.dirtyCons
 	j.dirtyStream, j.dirtyCons = map[string]struct{}{}, map[string]struct{}{}
 	return stream, cons

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,45 +23,18 @@ import (
 // with the account APP (user app) and the system account SYS (user sys).
 func sysServers(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	var routes []string
-	ports := make([]int, n)
-	if n > 1 {
-		for i := range n {
-			ports[i] = testutil.FreePort(t)
-			routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats-route://127.0.0.1:%d", ports[i])))
-		}
+	if n == 1 {
+		return []*server.Server{testutil.RunServer(t, testutil.WithSystemAccount)}
 	}
-	out := make([]*server.Server, n)
-	for i := range n {
-		conf := fmt.Sprintf(`server_name: s%d
-listen: "127.0.0.1:-1"
-jetstream { store_dir: %q, max_memory_store: 256MB, max_file_store: 1GB }
-accounts {
-  APP { jetstream: enabled, users: [ {user: app, password: app} ] }
-  SYS { users: [ {user: sys, password: sys} ] }
-}
-system_account: SYS
-`, i, filepath.Join(t.TempDir(), "js"))
-		if n > 1 {
-			conf += fmt.Sprintf("cluster { name: c, listen: \"127.0.0.1:%d\", routes: [%s] }\n", ports[i], strings.Join(routes, ", "))
-		}
-		opts := &server.Options{}
-		if err := opts.ProcessConfigString(conf); err != nil {
-			t.Fatalf("server %d config: %v", i, err)
-		}
-		opts.NoLog, opts.NoSigs = true, true
-		out[i] = testutil.StartServer(t, opts)
-	}
-	if n > 1 {
-		nc := testutil.Connect(t, out[0].ClientURL(), nats.UserInfo("app", "app"))
-		js := testutil.JetStream(t, nc)
-		testutil.Eventually(t, 30*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			_, err := js.AccountInfo(ctx)
-			return err == nil
-		}, "JetStream cluster ready")
-	}
+	out := testutil.RunCluster(t, n, testutil.WithSystemAccount)
+	nc := testutil.Connect(t, out[0].ClientURL(), testutil.As(testutil.AppUser))
+	js := testutil.JetStream(t, nc)
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	}, "JetStream cluster ready")
 	return out
 }
 

@@ -144,12 +144,13 @@ type Tracker struct {
 	alphaHL  time.Duration
 	alphaVal float64
 
-	// The system's slow baselines of its publish and arrival rates, which
-	// learn together: from baselineFrom, while most nodes keep up.
-	pubBaseline, arrBaseline float64
-	sysBaselineSet           bool
-	baselineFrom             time.Time
-	prevTick                 time.Time
+	base sysBaselines
+
+	// The last update's streams: summed publish rate, whether any stream
+	// had a rate, and how many were sampled (StreamTotals).
+	pubRate  float64
+	anyRate  bool
+	nStreams int
 }
 
 // nodeState is what the Tracker remembers of one node between updates.
@@ -359,28 +360,20 @@ func (t *Tracker) Update(s Snapshot) *State {
 		t.unobservedStreams[name] = struct{}{}
 	}
 
-	pubRate, anyRate, nStreams := t.updateStreams(&s)
+	t.pubRate, t.anyRate, t.nStreams = t.updateStreams(&s)
 	t.updateNodes(&s, st)
 	t.sweep(&s, st)
-	t.summarise(st, pubRate, nStreams)
-
-	if anyRate && st.System.LaggingFraction < overloadFreeze {
-		dt := s.At.Sub(t.prevTick)
-		if t.prevTick.IsZero() {
-			dt = 0
-		}
-		if !t.sysBaselineSet {
-			t.baselineFrom = s.At
-		}
-		alpha := ewmaAlpha(dt, baselineHalfLife(s.At.Sub(t.baselineFrom), t.cfg.BaselineHalfLife))
-		t.pubBaseline = ewma(t.pubBaseline, pubRate, alpha, t.sysBaselineSet)
-		t.arrBaseline = ewma(t.arrBaseline, st.System.ArrivalRate, alpha, t.sysBaselineSet)
-		t.sysBaselineSet = true
-	}
-	t.prevTick = s.At
-	st.System.PublishRateBaseline = t.pubBaseline
-	st.System.ArrivalRateBaseline = t.arrBaseline
+	t.summarise(st, t.pubRate, t.nStreams)
+	t.base.update(s.At, t.pubRate, t.anyRate, &st.System, t.cfg.BaselineHalfLife)
 	return st
+}
+
+// StreamTotals returns what the last update read of its streams: their
+// summed publish rate, whether any had a rate, and how many were sampled.
+// An engine sharing the streams with others sends these with its nodes, so
+// the one judging the whole system can add them up (Aggregator).
+func (t *Tracker) StreamTotals() (pubRate float64, anyRate bool, streams int) {
+	return t.pubRate, t.anyRate, t.nStreams
 }
 
 // updateStreams samples every stream of s and returns the summed publish
@@ -877,37 +870,10 @@ func (t *Tracker) addToGroup(ns *nodeState, n *Node) {
 	acc := &t.groups[ns.slot]
 	if acc.tick != t.tick {
 		acc.tick = t.tick
-		acc.g = Group{Name: acc.name}
-		acc.first, acc.last = time.Time{}, time.Time{}
+		acc.reset()
 		t.active = append(t.active, ns.slot)
 	}
-	g := &acc.g
-	g.Size++
-	g.MessagesWaiting += n.MessagesWaiting
-	g.AckRate += n.AckRate
-	g.ArrivalRate += n.ArrivalRate
-	if n.Idle {
-		g.Idle++
-	}
-	if !judged(n) {
-		return
-	}
-	g.Judged++
-	if n.Lagging {
-		g.Lagging++
-	}
-	if n.FallingBehind {
-		g.FallingBehind++
-	}
-	if n.Stalled {
-		if g.Stalled == 0 || n.StallOnset.Before(acc.first) {
-			acc.first = n.StallOnset
-		}
-		if g.Stalled == 0 || n.StallOnset.After(acc.last) {
-			acc.last = n.StallOnset
-		}
-		g.Stalled++
-	}
+	acc.add(n)
 }
 
 // sweep classifies every tracked node that was not observed in this update:
@@ -949,60 +915,15 @@ func (t *Tracker) sweep(s *Snapshot, st *State) {
 
 // summarise fills the groups and the system from the nodes.
 func (t *Tracker) summarise(st *State, pubRate float64, nStreams int) {
-	sys := &st.System
-	sys.Nodes = len(st.Nodes)
-	sys.PublishRate = pubRate
-	sys.Streams = nStreams
-	for i := range st.Nodes {
-		n := &st.Nodes[i]
-		sys.MessagesWaiting += n.MessagesWaiting
-		sys.AckRate += n.AckRate
-		sys.ArrivalRate += n.ArrivalRate
-		if n.Idle {
-			sys.IdleNodes++
-		}
-		if !judged(n) {
-			continue
-		}
-		sys.JudgedNodes++
-		t.rises = append(t.rises, n.ArrivalRise)
-		if n.Lagging {
-			sys.LaggingNodes++
-		}
-		if n.FallingBehind {
-			sys.FallingBehindNodes++
-		}
-		if n.Stalled {
-			sys.StalledNodes++
-		}
-	}
-	sys.LaggingFraction = fraction(sys.LaggingNodes, sys.JudgedNodes)
-	sys.StalledFraction = fraction(sys.StalledNodes, sys.JudgedNodes)
-	// Over the judged nodes still consuming: one that died during an
-	// overload is its own incident, and must not dilute the overload.
-	sys.FallingBehindFraction = fraction(sys.FallingBehindNodes, sys.JudgedNodes-sys.StalledNodes)
-	sys.ArrivalRise = median(t.rises)
-	t.rises = t.rises[:0]
-
+	t.rises = summariseSystem(st, pubRate, nStreams, t.rises)
 	if len(t.active) > 0 {
 		st.Groups = make([]Group, 0, len(t.active))
 	}
 	for _, slot := range t.active {
-		acc := &t.groups[slot]
-		g := acc.g
-		g.StalledFraction = fraction(g.Stalled, g.Judged)
-		g.LaggingFraction = fraction(g.Lagging, g.Judged)
-		if g.Stalled >= 2 {
-			g.StallSpread = acc.last.Sub(acc.first).Seconds()
-		}
-		g.OutsideNodes = sys.Nodes - g.Size
-		g.OutsideJudged = sys.JudgedNodes - g.Judged
-		g.OutsideFlowing = g.OutsideJudged - (sys.StalledNodes - g.Stalled)
-		g.OutsideStalledFraction = fraction(sys.StalledNodes-g.Stalled, g.OutsideJudged)
-		st.Groups = append(st.Groups, g)
+		st.Groups = append(st.Groups, t.groups[slot].finish(&st.System))
 	}
 	slices.SortFunc(st.Groups, func(a, b Group) int { return cmp.Compare(a.Name, b.Name) })
-	sys.Groups = len(st.Groups)
+	st.System.Groups = len(st.Groups)
 
 	// Free the slots of groups that had no observed node, so group names
 	// that come and go do not pile up.

@@ -100,6 +100,17 @@ type Snapshot struct {
 	UnobservedStreams []string
 	// Signals is what the servers said of themselves (evidence.go).
 	Signals Signals
+	// Share is set when the engine samples only its share of the streams,
+	// several engines sharing the work; nil when it samples them all.
+	Share *Share
+}
+
+// Share is which streams one engine of several sampled in a tick.
+type Share struct {
+	// Listed names every stream the stream list held, its own or not,
+	// sorted; Owned those it sampled as theirs (observed or not). A node
+	// whose stream is owned and which the tick does not show has left.
+	Listed, Owned []string
 }
 
 // BlindReset is the longest blind spell (no sample at all) after which an

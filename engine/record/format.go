@@ -15,8 +15,10 @@
 //	 "c":[{"s":"ORDERS","c":"eu-1","g":"eu","at":...,"p":12,"d":4188,...}],
 //	 "u":[["ORDERS","eu-9"]],"us":["AUDIT"]}
 //
-// and a tick whose sample failed (the engine was blind) holds its time and
-// the error:
+// An engine sharing the streams with others (happen engine --share) also
+// writes "sh":{"l":[...],"o":[...]}, the streams it saw listed and those it
+// owned. A tick whose sample failed (the engine was blind) holds its time
+// and the error:
 //
 //	{"t":1764756001123000000,"blind":"list streams: not connected to NATS"}
 //
@@ -112,10 +114,17 @@ type line struct {
 	C     []consumerLine `json:"c,omitempty"`
 	U     [][2]string    `json:"u,omitempty"`  // unobserved consumers: [stream, consumer]
 	US    []string       `json:"us,omitempty"` // unobserved streams
+	Sh    *shareLine     `json:"sh,omitempty"` // the engine's share, when engines share the streams
 	Sig   *signalsLine   `json:"sig,omitempty"`
 	Blind *string        `json:"blind,omitempty"`
 
 	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// shareLine is flow.Share: the streams listed, and those the engine owned.
+type shareLine struct {
+	L []string `json:"l"`
+	O []string `json:"o"`
 }
 
 // signalsLine is flow.Signals: what the servers said during the tick.
@@ -296,6 +305,23 @@ func appendSnapshot(b []byte, s *flow.Snapshot) []byte {
 			b = appendString(b, name)
 		}
 		b = append(b, ']')
+	}
+	if s.Share != nil {
+		b = append(b, `,"sh":{"l":[`...)
+		for i, name := range s.Share.Listed {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, name)
+		}
+		b = append(b, `],"o":[`...)
+		for i, name := range s.Share.Owned {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, name)
+		}
+		b = append(b, ']', '}')
 	}
 	// Signals are small and most ticks have none but the flag: plain
 	// encoding/json costs nothing worth writing by hand.
@@ -495,6 +521,9 @@ func decode(raw []byte) (Entry, error) {
 		return Entry{Kind: Blind, At: fromNanos(l.T), Err: *l.Blind}, nil
 	}
 	s := flow.Snapshot{At: fromNanos(l.T), UnobservedStreams: l.US, Signals: l.Sig.signals()}
+	if l.Sh != nil {
+		s.Share = &flow.Share{Listed: l.Sh.L, Owned: l.Sh.O}
+	}
 	if len(l.S) > 0 {
 		s.Streams = make([]flow.StreamSample, len(l.S))
 		for i, st := range l.S {

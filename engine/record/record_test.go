@@ -46,6 +46,7 @@ func fullSnapshot(at time.Time) flow.Snapshot {
 		Consumers:         []flow.ConsumerSample{fullConsumer("eu-1", at)},
 		Unobserved:        []flow.NodeKey{{Stream: "ORDERS", Consumer: "eu-9"}},
 		UnobservedStreams: []string{"AUDIT"},
+		Share:             &flow.Share{Listed: []string{"AUDIT", "ORDERS", "PAYMENTS"}, Owned: []string{"AUDIT", "ORDERS"}},
 		Signals: flow.Signals{
 			Servers:    true,
 			Down:       []flow.ServerDown{{Name: "s3", Since: at.Add(-time.Second), LastHeard: at.Add(-30 * time.Second), Announced: true}},
@@ -473,6 +474,9 @@ func BenchmarkWriteSync(b *testing.B) {
 // the hand-written encoder to what encoding/json writes.
 func structLine(s *flow.Snapshot) []byte {
 	l := line{T: nanos(s.At), US: s.UnobservedStreams, Sig: toSignalsLine(&s.Signals)}
+	if s.Share != nil {
+		l.Sh = &shareLine{L: s.Share.Listed, O: s.Share.Owned}
+	}
 	for _, st := range s.Streams {
 		l.S = append(l.S, streamLine{
 			N: st.Name, At: nanos(st.At), LS: st.LastSeq, M: st.Msgs,

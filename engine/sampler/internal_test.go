@@ -37,7 +37,7 @@ func TestInvalidID(t *testing.T) {
 
 func TestIsInternal(t *testing.T) {
 	for in, want := range map[string]bool{
-		"KV_cfg": true, "OBJ_files": true, "ORDERS": false, "KV": false, "kv_cfg": false, "MY_KV_X": false,
+		"KV_cfg": true, "OBJ_files": true, "ORDERS": false, "KV": false, "kv_cfg": false, "MY_KV_X": false, "happen_summaries": true,
 	} {
 		if got := isInternal(in); got != want {
 			t.Errorf("isInternal(%q) = %v", in, got)

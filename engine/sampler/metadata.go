@@ -3,6 +3,7 @@ package sampler
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/happen-dev/happen/engine/summary"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -37,9 +38,11 @@ func invalidID(v string) string {
 	return ""
 }
 
-// isInternal reports whether stream backs a KV bucket or an object store.
+// isInternal reports whether stream backs a KV bucket or an object store,
+// or carries the summaries of engines sharing the streams (whose only
+// consumer is the leading engine's own reader).
 func isInternal(stream string) bool {
-	return strings.HasPrefix(stream, "KV_") || strings.HasPrefix(stream, "OBJ_")
+	return strings.HasPrefix(stream, "KV_") || strings.HasPrefix(stream, "OBJ_") || stream == summary.Stream
 }
 
 // warnKey is one metadata key of one consumer.

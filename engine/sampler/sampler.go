@@ -82,6 +82,12 @@ type Config struct {
 	// Account is the account the JSZ reports are read for; default: the
 	// account of the normal connection, asked of the server once.
 	Account string
+	// Owns, if set, says which streams are this sampler's to read when
+	// several engines share the work: the others are listed (their names
+	// go to Snapshot.Share) but their consumers are neither read nor
+	// reported. It is called for every stream every tick, from the
+	// sampling goroutine; nil means every stream.
+	Owns func(stream string) bool
 }
 
 // Sampler produces flow snapshots from a NATS connection. Sample calls are
@@ -233,9 +239,10 @@ func (s *Sampler) Stop() {
 
 // stream outcomes of one tick
 const (
-	listed = iota // consumers listed completely
-	gone          // stream deleted since the stream list was read
-	failed        // consumers could not be listed: the stream is unobserved
+	listed  = iota // consumers listed completely
+	gone           // stream deleted since the stream list was read
+	failed         // consumers could not be listed: the stream is unobserved
+	notMine        // another engine samples the stream (Config.Owns)
 )
 
 type streamResult struct {
@@ -293,9 +300,21 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	}
 
 	snap := flow.Snapshot{
-		At:                start,
-		Streams:           make([]flow.StreamSample, 0, len(streams)),
-		UnobservedStreams: slices.Clone(missing),
+		At:      start,
+		Streams: make([]flow.StreamSample, 0, len(streams)),
+	}
+	if s.cfg.Owns != nil {
+		snap.Share = &flow.Share{}
+	}
+	for _, name := range missing {
+		if snap.Share != nil {
+			snap.Share.Listed = append(snap.Share.Listed, name)
+			if !s.cfg.Owns(name) {
+				continue
+			}
+			snap.Share.Owned = append(snap.Share.Owned, name)
+		}
+		snap.UnobservedStreams = append(snap.UnobservedStreams, name)
 	}
 	var odd []oddValue
 	n := 0
@@ -307,10 +326,19 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	for i := range results {
 		r := &results[i]
 		si := &streams[i]
+		if s.cfg.Owns != nil && r.state != notMine && r.state != gone && !s.cfg.Owns(r.name) {
+			r.state, r.listedAt = notMine, time.Now() // read through system access, or the owner changed meanwhile
+		}
 		s.noteFailure(r)
 		s.base = append(s.base, len(snap.Consumers))
+		if snap.Share != nil && r.state != gone {
+			snap.Share.Listed = append(snap.Share.Listed, r.name)
+			if r.state != notMine {
+				snap.Share.Owned = append(snap.Share.Owned, r.name)
+			}
+		}
 		switch r.state {
-		case gone:
+		case gone, notMine:
 			continue
 		case failed:
 			snap.UnobservedStreams = append(snap.UnobservedStreams, r.name)
@@ -324,6 +352,10 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 		snap.Streams = append(snap.Streams, streamSample(r.name, si))
 	}
 	s.timeLags(ctx, &snap, streams, results, s.base)
+	if snap.Share != nil {
+		slices.Sort(snap.Share.Listed)
+		slices.Sort(snap.Share.Owned)
+	}
 
 	if s.hadConsumers == nil {
 		s.hadConsumers = map[string]struct{}{}
@@ -379,6 +411,10 @@ func (s *Sampler) listConsumers(ctx context.Context, streams []streamInfo) []str
 			unobserved: r.unobserved[:0],
 			odd:        r.odd[:0],
 			waiting:    r.waiting[:0],
+		}
+		if s.cfg.Owns != nil && !s.cfg.Owns(r.name) {
+			r.state, r.skip, r.listedAt = notMine, true, time.Now()
+			continue
 		}
 		// Streams with no consumers (KV buckets nobody watches, archives)
 		// cost no request: the stream list already said so.
@@ -551,7 +587,9 @@ func (v *view) conclusive(key flow.NodeKey) (present bool, since time.Time, ok b
 	switch r.state {
 	case failed:
 		return false, time.Time{}, false
-	case gone:
+	case gone, notMine:
+		// Another engine's stream counts as absent here: its counters
+		// are that engine's to keep.
 		return false, r.listedAt, true
 	}
 	_, present = slices.BinarySearchFunc(r.consumers, key.Consumer, func(c flow.ConsumerSample, name string) int { return cmp.Compare(c.Key.Consumer, name) })

@@ -19,11 +19,13 @@ import (
 	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/flow"
 	"github.com/happen-dev/happen/engine/lease"
+	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/engine/sampler"
 	"github.com/happen-dev/happen/engine/signals"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/sdk/events"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -57,6 +59,11 @@ type Config struct {
 	// servers' own events (shutdowns, heartbeats, routes) become evidence
 	// for the rules (engine/signals).
 	System *nats.Conn
+	// Members, if not nil, makes the engine one of several sharing the
+	// streams (share.go): it samples only those Members assigns it, and
+	// while it leads (Lease is then required) evaluates the rules over
+	// every member's nodes. Run runs it; nothing else may.
+	Members *members.Members
 }
 
 // Recorder keeps what the engine sampled, so a replay can run it again.
@@ -104,6 +111,8 @@ type Engine struct {
 	// timersTooMany says the last ones did not fit a message (state.go).
 	savedTimers   []rules.Timer
 	timersTooMany bool
+	share         *share          // nil unless the streams are shared (share.go)
+	owned         atomic.Int64    // streams this engine owned at the last tick, when shared
 	iso           isolation       // the engine's own server cut from its cluster (isolation.go)
 	isoEvent      events.Envelope // the engine.isolated event of the isolation in course
 
@@ -153,11 +162,15 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	if cfg.Dispatcher == nil {
 		cfg.Dispatcher = action.Log{Logger: cfg.Logger}
 	}
+	scfg := sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger, System: cfg.System}
+	if cfg.Members != nil {
+		scfg.Owns = cfg.Members.Owns
+	}
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		nc:      nc,
-		sampler: sampler.New(nc, sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger, System: cfg.System}),
+		sampler: sampler.New(nc, scfg),
 		signals: signals.New(cfg.System, nc, signals.Config{Logger: cfg.Logger}),
 		tracker: flow.NewTracker(cfg.Flow),
 		disp:    cfg.Dispatcher,
@@ -171,6 +184,12 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	e.led = e.leading()
 	e.met.rulesLoaded.Set(float64(len(set.Rules)))
 	registerLeaseMetrics(cfg.Registry, cfg.Lease)
+	if cfg.Members != nil {
+		// jetstream.New fails only on bad options; it is given none.
+		js, _ := jetstream.New(nc)
+		e.share = newShare(js, cfg.Members, &e.cfg)
+		registerShareMetrics(cfg.Registry, cfg.Members, func() float64 { return float64(e.owned.Load()) })
+	}
 	e.view.Store(&view{reason: "starting"})
 	e.iso.noMetaAfter = max(noMetaAfter, 3*cfg.Interval)
 	return e
@@ -189,6 +208,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	waitLease := e.followLease(lctx)
 	defer waitLease() // gives the lease up for a standby to take at once
 	defer stopLease()
+	if e.share != nil {
+		waitMembers := e.followMembers(lctx)
+		defer waitMembers() // leaves the members for the others to take its streams at once
+		defer e.share.stop()
+	}
 	stopAPI := e.startAPI() // answers happen status and happen events until Run returns
 	defer stopAPI()
 	t := time.NewTicker(e.cfg.Interval)
@@ -296,10 +320,26 @@ func (e *Engine) Tick(ctx context.Context) {
 
 	st := e.tracker.Update(snap)
 	now := snap.At
+	lead := e.checkRole(ctx, now)
+	seen := &snap // what exists, for restoring incidents
+	if e.share != nil {
+		if snap.Share != nil {
+			e.owned.Store(int64(len(snap.Share.Owned)))
+		}
+		own := e.publishShare(ctx, st, &snap)
+		if lead {
+			all, unread, ok := e.combine(ctx, own, &snap, now)
+			if ok {
+				st = all
+				seen = &flow.Snapshot{At: now, Unobserved: all.Unobserved, UnobservedStreams: unread}
+			} else {
+				lead = false // gathering the members' summaries: judge nothing yet
+			}
+		}
+	}
 	flow.Annotate(st, &snap.Signals, now)
-	lead := e.checkRole(now)
 	if lead {
-		e.restore(ctx, now, st, &snap)
+		e.restore(ctx, now, st, seen)
 	}
 
 	select {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/happen-dev/happen/engine/lease"
+	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/rules"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -49,7 +50,7 @@ func (e *Engine) followLease(ctx context.Context) (wait func()) {
 
 // checkRole notes a change of role at the tick. It returns whether this
 // engine leads for the tick.
-func (e *Engine) checkRole(now time.Time) bool {
+func (e *Engine) checkRole(ctx context.Context, now time.Time) bool {
 	lead := e.leading()
 	if lead == e.led {
 		return lead
@@ -57,6 +58,9 @@ func (e *Engine) checkRole(now time.Time) bool {
 	e.led = lead
 	if e.cfg.Lease == nil {
 		return lead
+	}
+	if e.share != nil {
+		e.share.lead(ctx, e, lead)
 	}
 	st := e.cfg.Lease.Status()
 	if lead {
@@ -74,6 +78,18 @@ func (e *Engine) checkRole(now time.Time) bool {
 	e.stateDone, e.store = true, nil
 	e.log.Info("standing by", "leader", st.Holder)
 	return false
+}
+
+// followMembers runs the membership until ctx ends; the returned func
+// waits for it to leave.
+func (e *Engine) followMembers(ctx context.Context) (wait func()) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.cfg.Members.Run(ctx); err != nil {
+			e.log.Error("membership ended", "bucket", members.Bucket, "error", err)
+		}
+	})
+	return wg.Wait
 }
 
 // evalOpts are the evaluator's options, shared by New and a fresh standby.

@@ -19,6 +19,7 @@ type metrics struct {
 	isolated      prometheus.Gauge
 	nodes         *prometheus.GaugeVec
 	system        *prometheus.GaugeVec
+	summaries     *prometheus.CounterVec
 
 	perNode *nodeCollector // the happen_node_* series (nodemetrics.go)
 }
@@ -62,11 +63,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		system: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "happen_system", Help: "System flow metrics (messages_waiting, publish_rate, publish_rate_baseline, ack_rate) and server signals (servers_down, servers_announced_down, routes_lost; with system access).",
 		}, []string{"metric"}),
+		summaries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "happen_summaries_published_total", Help: "Summaries of this engine's share of the streams sent for the leader, by result (ok, error); only when engines share the streams.",
+		}, []string{"result"}),
 		perNode: newNodeCollector(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.samples, m.sampleSeconds, m.evaluations, m.ruleErrors, m.events,
-			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.isolated, m.nodes, m.system, m.perNode)
+			m.publishErrors, m.reloads, m.rulesLoaded, m.blind, m.isolated, m.nodes, m.system, m.summaries, m.perNode)
 	}
 	return m
 }

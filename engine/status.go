@@ -18,20 +18,25 @@ type Status struct {
 	Blind    bool      `json:"blind"`
 	Isolated bool      `json:"isolated,omitempty"` // the engine's own server is cut from its cluster
 	// Role is "leader", or "standby" while another engine holds the lease
-	// (ha.go). Leader names the engine leading, and LeaseAgeSeconds is the
+	// (ha.go), "member" when the engines share the streams (share.go). Leader names the engine leading, and LeaseAgeSeconds is the
 	// time since it last renewed its lease; both only with a lease.
-	Role            string          `json:"role"`
-	Leader          string          `json:"leader,omitempty"`
-	LeaseAgeSeconds float64         `json:"leaseAgeSeconds,omitempty"`
-	Reason          string          `json:"reason,omitempty"`
-	Nodes           []NodeStatus    `json:"nodes"`
-	Total           int             `json:"total"`            // nodes matched; Nodes may be one page of them
-	Offset          int             `json:"offset,omitempty"` // where that page starts (api.go)
-	Unobserved      []string        `json:"unobserved"`
-	Groups          []flow.Group    `json:"groups"`
-	System          flow.System     `json:"system"`
-	Incidents       []IncidentState `json:"incidents"`
-	Rules           RulesStatus     `json:"rules"`
+	Role            string  `json:"role"`
+	Leader          string  `json:"leader,omitempty"`
+	LeaseAgeSeconds float64 `json:"leaseAgeSeconds,omitempty"`
+	// Members are the engines sharing the streams, and OwnedStreams how
+	// many of them this one sampled at the last tick; only when shared
+	// (share.go), when Role is "leader" or "member".
+	Members      []string        `json:"members,omitempty"`
+	OwnedStreams int             `json:"ownedStreams,omitempty"`
+	Reason       string          `json:"reason,omitempty"`
+	Nodes        []NodeStatus    `json:"nodes"`
+	Total        int             `json:"total"`            // nodes matched; Nodes may be one page of them
+	Offset       int             `json:"offset,omitempty"` // where that page starts (api.go)
+	Unobserved   []string        `json:"unobserved"`
+	Groups       []flow.Group    `json:"groups"`
+	System       flow.System     `json:"system"`
+	Incidents    []IncidentState `json:"incidents"`
+	Rules        RulesStatus     `json:"rules"`
 }
 
 // NodeStatus is one node and its state: "ok", or "down" with the pattern
@@ -156,6 +161,13 @@ func (e *Engine) Status() *Status {
 		if !ls.Renewed.IsZero() {
 			s.LeaseAgeSeconds = max(0, time.Since(ls.Renewed).Seconds())
 		}
+	}
+	if e.cfg.Members != nil {
+		if s.Role != RoleLeader {
+			s.Role = RoleMember
+		}
+		s.Members = e.cfg.Members.Live()
+		s.OwnedStreams = int(e.owned.Load())
 	}
 	if v.st == nil {
 		return s

@@ -18,6 +18,7 @@ import (
 	"github.com/happen-dev/happen/engine/hostapi"
 	"github.com/happen-dev/happen/engine/httpapi"
 	"github.com/happen-dev/happen/engine/lease"
+	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/engine/plugins"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/rulesets"
@@ -60,6 +61,8 @@ type engineFlags struct {
 	ha       bool
 	lease    time.Duration
 	instance string
+	// --share: the engines share the streams (engine/share.go).
+	share bool
 }
 
 func newEngineCmd() *cobra.Command {
@@ -122,6 +125,7 @@ HAPPEN_NATS=nats://host:4222 or HAPPEN_DRY_RUN=true.`,
 	fs.BoolVar(&f.ha, "ha", false, "one of several engines: elect a leader through the KV bucket happen_lease; only the leader emits and acts")
 	fs.DurationVar(&f.lease, "lease", lease.DefaultPeriod, "with --ha: the lease period of a happen_lease bucket this engine creates (one that exists keeps its own)")
 	fs.StringVar(&f.instance, "instance", "", "this engine's name in events (sender happen-engine/NAME) and in the lease (default: the host name)")
+	fs.BoolVar(&f.share, "share", false, "with --ha: share the streams among the engines (KV bucket happen_members); each samples its share, the leader judges them all")
 	f.rec.register(fs)
 	return cmd
 }
@@ -260,9 +264,21 @@ func runEngine(ctx context.Context, f *engineFlags) error {
 		}
 		ls = lease.New(ljs, lease.Config{Identity: instance, Period: f.lease, Replicas: f.kvReplicas, Logger: log})
 	}
+	var mem *members.Members
+	if f.share {
+		if !f.ha {
+			return &exitError{code: 2, err: errors.New("--share needs --ha: the engines sharing the streams elect the one that judges them")}
+		}
+		mjs, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("--share: JetStream for the members: %w", err)
+		}
+		mem = members.New(mjs, members.Config{Identity: instance, Period: f.lease, Replicas: f.kvReplicas, Logger: log})
+	}
 	eng = engine.New(nc, set, engine.Config{
 		Instance:      instance,
 		Lease:         ls,
+		Members:       mem,
 		Recorder:      recorder,
 		Interval:      f.interval,
 		SubjectPrefix: f.subjectPrefix,

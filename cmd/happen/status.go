@@ -225,6 +225,9 @@ func printStatus(w io.Writer, st *engine.Status, now time.Time) {
 	default:
 		role = " · " + st.Role + " (leader " + st.Leader + ")"
 	}
+	if len(st.Members) > 1 {
+		role += fmt.Sprintf(" · streams shared by %d engines", len(st.Members))
+	}
 	fmt.Fprintf(w, "engine %s%s · sampled %s · %s · %s, %d in trouble · %s\n", health, role, sampled,
 		plural(st.Rules.Count, "rule"), plural(st.System.Nodes, "node"), troubled, plural(len(st.Incidents), "open incident"))
 	if len(st.Unobserved) > 0 {

@@ -253,8 +253,9 @@ type summary struct {
 	Healthy       bool               `json:"healthy"`
 	Blind         bool               `json:"blind"`
 	Reason        string             `json:"reason,omitempty"`
-	Role          string             `json:"role,omitempty"`   // with several engines: leader or standby
-	Leader        string             `json:"leader,omitempty"` // the engine leading
+	Role          string             `json:"role,omitempty"`    // with several engines: leader, standby or member
+	Leader        string             `json:"leader,omitempty"`  // the engine leading
+	Members       int                `json:"members,omitempty"` // engines sharing the streams
 	Totals        counts             `json:"totals"`
 	Unobserved    int                `json:"unobserved"`
 	PublishRate   float64            `json:"publishRate"`
@@ -276,7 +277,7 @@ func (s *snapshot) makeSummary() summary {
 	st := s.status
 	sum := summary{
 		Tick: s.tick, At: st.At, Interval: s.interval.Seconds(),
-		Healthy: st.Healthy, Blind: st.Blind, Reason: st.Reason, Role: st.Role, Leader: st.Leader,
+		Healthy: st.Healthy, Blind: st.Blind, Reason: st.Reason, Role: st.Role, Leader: st.Leader, Members: len(st.Members),
 		Unobserved: len(st.Unobserved), PublishRate: st.System.PublishRate, ArrivalRate: st.System.ArrivalRate,
 		Streams: st.System.Streams, Rules: st.Rules, IncidentCount: len(st.Incidents),
 		Groups: []groupSummary{}, Incidents: []incident{},

@@ -93,7 +93,8 @@
     }
     $('sampled').textContent = (validTime(s.at) ? 'sampled ' + clock(new Date(s.at)) : 'no sample yet') +
       ' · every ' + secs(s.interval) +
-      (s.leader ? ' · ' + s.role + (s.role === 'leader' ? '' : ' (leader ' + s.leader + ')') : '');
+      (s.leader ? ' · ' + s.role + (s.role === 'leader' ? '' : ' (leader ' + s.leader + ')') : '') +
+      (s.members > 1 ? ' · streams shared by ' + s.members + ' engines' : '');
     const t = s.totals;
     const items = [
       ['nodes', int(t.nodes), ''],

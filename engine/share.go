@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/happen-dev/happen/engine/flow"
+	"github.com/happen-dev/happen/engine/members"
+	"github.com/happen-dev/happen/engine/summary"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Past what one engine can watch, several share the streams (scale-out):
+// Config.Members lists the live engines in the KV bucket happen_members and
+// assigns each stream to one of them by rendezvous hashing, so a join or a
+// leave moves only the streams that must move. Every member samples its
+// own streams, tracks their nodes with its own flow windows and publishes
+// the nodes' metrics each tick on a JetStream subject (engine/summary).
+// The leader, elected through the lease as without sharing, reads every
+// member's latest summary, adds its own, computes the groups and the system
+// over all of them (flow.Aggregator) and evaluates the rules: one voice,
+// as with a single engine. The others, members, evaluate, emit and act on
+// nothing.
+//
+// A stream that changes hands is new to its new owner: its nodes warm up
+// there, and rules neither fire nor resolve on a warming node, so a
+// member leaving raises nothing false. While no member's fresh summary
+// covers a stream (the old owner gone, the new one not yet sampled it),
+// its nodes are unobserved, never left: a node leaves only when the
+// member owning its stream samples the stream without it, or the stream
+// is no longer listed.
+
+// RoleMember is the role of an engine sharing the streams that does not
+// lead.
+const RoleMember = "member"
+
+// summaryChunk is the largest summary message: under JetStream's default
+// 1 MB max payload, with room for headers.
+const summaryChunk = 512 << 10
+
+// share is one engine's part in sharing the streams.
+type share struct {
+	members *members.Members
+	js      jetstream.JetStream
+	pub     *summary.Publisher
+	agg     *flow.Aggregator
+	// stale is how old a member's summary may be and still stand: two
+	// missed samples (flow.BlindReset, after which an engine's own
+	// windows no longer span its gap) and the one in flight.
+	stale time.Duration
+
+	streamOK bool      // the summary stream exists
+	retryAt  time.Time // no attempt to create it before this
+	seq      uint64
+	pubFail  bool // the last publish failed (logged once until one works)
+
+	// While leading: the collector of the others' summaries, when this
+	// tenure began, and whether every live member's summary has come in
+	// since (or the wait for one ran out).
+	col       *summary.Collector
+	stopCol   context.CancelFunc
+	leadSince time.Time
+	ready     bool
+	known     map[flow.NodeKey]struct{} // nodes in the last combined state, observed or not
+	parts     int                       // summaries in the last combined state
+}
+
+func newShare(js jetstream.JetStream, m *members.Members, cfg *Config) *share {
+	return &share{
+		members: m,
+		js:      js,
+		pub:     summary.NewPublisher(js, cfg.Instance, summaryChunk),
+		agg:     flow.NewAggregator(cfg.Flow),
+		stale:   flow.BlindReset(cfg.Interval) + cfg.Interval,
+	}
+}
+
+// publishShare sends this engine's nodes of the tick for the leader, and
+// returns them as a summary to combine when it leads.
+func (e *Engine) publishShare(ctx context.Context, st *flow.State, snap *flow.Snapshot) *summary.Part {
+	s := e.share
+	s.seq++
+	rate, known, streams := e.tracker.StreamTotals()
+	p := &summary.Part{
+		Member:      e.cfg.Instance,
+		Seq:         s.seq,
+		At:          snap.At,
+		PublishRate: rate,
+		RateKnown:   known,
+		Streams:     streams,
+		Nodes:       st.Nodes,
+		Unobserved:  st.Unobserved,
+	}
+	if snap.Share != nil {
+		p.Owned, p.Listed = snap.Share.Owned, snap.Share.Listed
+	}
+	now := time.Now()
+	if !s.streamOK && now.Before(s.retryAt) {
+		return p
+	}
+	pctx, cancel := context.WithTimeout(ctx, max(e.cfg.Interval, time.Second))
+	defer cancel()
+	if !s.streamOK {
+		if err := summary.EnsureStream(pctx, s.js, summary.Config{Replicas: e.cfg.StateReplicas, MaxAge: 2 * s.stale}); err != nil {
+			s.retryAt = now.Add(s.stale)
+			e.log.Error("cannot create the summary stream; the leader does not see this engine's streams", "stream", summary.Stream, "retry_in", s.stale, "error", err)
+			return p
+		}
+		s.streamOK = true
+	}
+	if err := s.pub.Publish(pctx, p); err != nil {
+		if !s.pubFail {
+			e.log.Error("cannot publish this engine's summary; the leader sees its streams as unobserved until one goes through", "error", err)
+		}
+		s.pubFail = true
+		e.met.summaries.WithLabelValues("error").Inc()
+		return p
+	}
+	if s.pubFail {
+		e.log.Info("summaries published again")
+	}
+	s.pubFail = false
+	e.met.summaries.WithLabelValues("ok").Inc()
+	return p
+}
+
+// lead starts or stops reading the others' summaries as this engine gains
+// or loses the lead.
+func (s *share) lead(ctx context.Context, e *Engine, on bool) {
+	if s.col != nil {
+		s.stopCol()
+		s.col.Stop()
+		s.col, s.stopCol = nil, nil
+	}
+	s.ready, s.known, s.parts = false, nil, 0
+	if !on {
+		return
+	}
+	s.leadSince = time.Now()
+	cctx, cancel := context.WithCancel(ctx)
+	col := summary.NewCollector(s.js, summary.CollectorConfig{Self: e.cfg.Instance, Stale: s.stale, Logger: e.log})
+	if err := col.Start(cctx); err != nil {
+		cancel()
+		// Tried again next tick; meanwhile the engine leads on nothing.
+		e.log.Error("cannot read the members' summaries", "stream", summary.Stream, "error", err)
+		return
+	}
+	s.col, s.stopCol = col, cancel
+}
+
+// stop ends what the share runs; Run calls it on the way out.
+func (s *share) stop() {
+	if s.col != nil {
+		s.stopCol()
+		s.col.Stop()
+		s.col = nil
+	}
+}
+
+// combine returns the flow over every member's nodes, own included, with
+// the streams no fresh summary covers (their nodes unobserved). It returns
+// false while a new leader waits for the members' summaries: judging before
+// they came in would read their nodes as gone.
+func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.Snapshot, now time.Time) (*flow.State, []string, bool) {
+	s := e.share
+	if s.col == nil {
+		s.lead(ctx, e, true)
+		if s.col == nil {
+			return nil, nil, false
+		}
+	}
+	parts := append(s.col.Latest(time.Now()), own)
+	if !s.ready {
+		have := map[string]bool{}
+		for _, p := range parts {
+			have[p.Member] = true
+		}
+		all := true
+		for _, m := range s.members.Live() {
+			all = all && have[m]
+		}
+		if !all && time.Since(s.leadSince) < s.stale {
+			return nil, nil, false
+		}
+		s.ready = true
+	}
+	// Each stream's nodes come from one summary: its owner's by this
+	// engine's view of the members, else the first that sampled it (views
+	// differ for a moment after a join or a leave).
+	from := map[string]string{}
+	for _, p := range parts {
+		for _, name := range p.Owned {
+			if cur, ok := from[name]; !ok || (cur != p.Member && s.members.Owner(name) == p.Member) {
+				from[name] = p.Member
+			}
+		}
+	}
+	n := 0
+	for _, p := range parts {
+		n += len(p.Nodes)
+	}
+	st := &flow.State{At: now, Nodes: make([]flow.Node, 0, n)}
+	var rate float64
+	var rateKnown bool
+	var streams int
+	present := make(map[flow.NodeKey]struct{}, n)
+	for _, p := range parts {
+		rate += p.PublishRate
+		rateKnown = rateKnown || p.RateKnown
+		streams += p.Streams
+		for i := range p.Nodes {
+			if from[p.Nodes[i].Key.Stream] == p.Member {
+				st.Nodes = append(st.Nodes, p.Nodes[i])
+				present[p.Nodes[i].Key] = struct{}{}
+			}
+		}
+		for _, k := range p.Unobserved {
+			if from[k.Stream] == p.Member {
+				st.Unobserved = append(st.Unobserved, k)
+				present[k] = struct{}{}
+			}
+		}
+	}
+	slices.SortFunc(st.Nodes, func(a, b flow.Node) int { return compareNodeKeys(a.Key, b.Key) })
+	var listed []string
+	if ownSnap.Share != nil {
+		listed = ownSnap.Share.Listed
+	}
+	for k := range s.known {
+		if _, ok := present[k]; ok {
+			continue
+		}
+		_, isListed := slices.BinarySearch(listed, k.Stream)
+		if _, covered := from[k.Stream]; covered || !isListed {
+			st.Left = append(st.Left, k)
+			continue
+		}
+		st.Unobserved = append(st.Unobserved, k)
+		present[k] = struct{}{}
+	}
+	slices.SortFunc(st.Unobserved, compareNodeKeys)
+	slices.SortFunc(st.Left, compareNodeKeys)
+	s.known, s.parts = present, len(parts)
+	s.agg.Combine(st, rate, rateKnown, streams)
+	var unread []string
+	for _, name := range listed {
+		if _, ok := from[name]; !ok {
+			unread = append(unread, name)
+		}
+	}
+	return st, unread, true
+}
+
+func compareNodeKeys(a, b flow.NodeKey) int {
+	return cmp.Or(strings.Compare(a.Stream, b.Stream), strings.Compare(a.Consumer, b.Consumer))
+}
+
+// registerShareMetrics exposes the sharing: the live members, the streams
+// this engine owns, and the reassignments (changes of the live set) seen.
+func registerShareMetrics(reg prometheus.Registerer, m *members.Members, owned func() float64) {
+	if reg == nil || m == nil {
+		return
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "happen_members", Help: "Engines sharing the streams, live as this engine sees them.",
+		}, func() float64 { return float64(len(m.Live())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "happen_owned_streams", Help: "Streams this engine sampled as their owner at the last tick.",
+		}, owned),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "happen_reassignments_total", Help: "Changes of the live members this engine saw, each reassigning streams.",
+		}, func() float64 { return float64(m.Status().Changes) }),
+	)
+}

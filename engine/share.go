@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"cmp"
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/happen-dev/happen/engine/flow"
@@ -225,7 +223,7 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 			}
 		}
 	}
-	slices.SortFunc(st.Nodes, func(a, b flow.Node) int { return compareNodeKeys(a.Key, b.Key) })
+	slices.SortFunc(st.Nodes, func(a, b flow.Node) int { return flow.CompareKeys(a.Key, b.Key) })
 	var listed []string
 	if ownSnap.Share != nil {
 		listed = ownSnap.Share.Listed
@@ -242,8 +240,8 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 		st.Unobserved = append(st.Unobserved, k)
 		present[k] = struct{}{}
 	}
-	slices.SortFunc(st.Unobserved, compareNodeKeys)
-	slices.SortFunc(st.Left, compareNodeKeys)
+	slices.SortFunc(st.Unobserved, flow.CompareKeys)
+	slices.SortFunc(st.Left, flow.CompareKeys)
 	s.known, s.parts = present, len(parts)
 	s.agg.Combine(st, rate, rateKnown, streams)
 	var unread []string
@@ -253,10 +251,6 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 		}
 	}
 	return st, unread, true
-}
-
-func compareNodeKeys(a, b flow.NodeKey) int {
-	return cmp.Or(strings.Compare(a.Stream, b.Stream), strings.Compare(a.Consumer, b.Consumer))
 }
 
 // registerShareMetrics exposes the sharing: the live members, the streams

@@ -502,6 +502,10 @@ func (t *Tracker) updateNodes(s *Snapshot, st *State) {
 	st.Nodes = out
 }
 
+// CompareKeys orders node keys by stream, then consumer: the order of
+// State.Nodes, Unobserved and Left.
+func CompareKeys(a, b NodeKey) int { return compareKeys(a, b) }
+
 func compareKeys(a, b NodeKey) int {
 	if c := strings.Compare(a.Stream, b.Stream); c != 0 {
 		return c

@@ -105,7 +105,11 @@ func (e *Engine) publishShare(ctx context.Context, st *flow.State, snap *flow.Sn
 	if !s.streamOK {
 		if err := summary.EnsureStream(pctx, s.js, summary.Config{Replicas: e.cfg.StateReplicas, MaxAge: 2 * s.stale}); err != nil {
 			s.retryAt = now.Add(s.stale)
-			e.log.Error("cannot create the summary stream; the leader does not see this engine's streams", "stream", summary.Stream, "retry_in", s.stale, "error", err)
+			if !s.pubFail {
+				e.log.Error("cannot create the summary stream; the leader does not see this engine's streams until it can", "stream", summary.Stream, "retry_in", s.stale, "error", err)
+			}
+			s.pubFail = true
+			e.met.summaries.WithLabelValues("error").Inc()
 			return p
 		}
 		s.streamOK = true

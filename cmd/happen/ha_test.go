@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/happen-dev/happen/internal/testutil"
+	"github.com/happen-dev/happen/sdk/events"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -166,5 +171,163 @@ func TestEngineShareProcesses(t *testing.T) {
 	}, "%v share everything after %s was killed", rest, gone)
 	if d := time.Since(killed); d > 3*time.Second {
 		t.Fatalf("%s's streams taken over %v after SIGKILL, want within about two 1s lease periods", gone, d)
+	}
+}
+
+// Three `happen engine --ha` processes with the built-in rules and the
+// alerting plugin posting to a webhook. A node fails; then the leader is
+// SIGKILLed 20 times in a row, a fresh engine started each time so three
+// take part. Over all of it: one node.down on NATS and one POST of it, and
+// when the node is back one node.up and one POST of it, under the same
+// correlationId; every takeover within two lease periods.
+func TestEngineHATwentySIGKILLs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 leader kills take about a minute")
+	}
+	var mu sync.Mutex
+	posts := map[string]int{} // by type
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var env events.Envelope
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		mu.Lock()
+		posts[env.Type]++
+		mu.Unlock()
+	}))
+	defer hook.Close()
+	posted := func(typ string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return posts[typ]
+	}
+
+	srv := testutil.RunServer(t)
+	url := srv.ClientURL()
+	nc := testutil.Connect(t, url)
+	var evMu sync.Mutex
+	var evs []events.Envelope
+	if _, err := nc.Subscribe(events.DefaultPrefix+".>", func(m *nats.Msg) {
+		var env events.Envelope
+		if json.Unmarshal(m.Data, &env) == nil && (env.Type == events.TypeNodeDown || env.Type == events.TypeNodeUp) {
+			evMu.Lock()
+			evs = append(evs, env)
+			evMu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ofType := func(typ string) []events.Envelope {
+		evMu.Lock()
+		defer evMu.Unlock()
+		var out []events.Envelope
+		for _, e := range evs {
+			if e.Type == typ {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	js := testutil.JetStream(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wa := testutil.StartWorker(t, url, "ORDERS", "a")
+	testutil.StartWorker(t, url, "ORDERS", "b")
+	testutil.StartPublisher(t, url, "orders", 20)
+
+	env := []string{"HAPPEN_ALERT_WEBHOOK=" + hook.URL, "HAPPEN_ALERT_FORMAT=json"}
+	n := 0
+	start := func() *engineProc {
+		n++
+		return startEngineAt(t, url, env, "--ha", "--lease", "1s", "--instance", fmt.Sprintf("e%d", n))
+	}
+	live := []*engineProc{start(), start(), start()}
+	leaderOf := func() (int, *engineProc) {
+		count, idx := 0, -1
+		for i, p := range live {
+			if p.role(t).Role == "leader" {
+				count++
+				idx = i
+			}
+		}
+		if count != 1 {
+			return count, nil
+		}
+		return 1, live[idx]
+	}
+	var leader *engineProc
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		var c int
+		c, leader = leaderOf()
+		return c == 1
+	}, "one leader among three")
+	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+
+	wa.Kill()
+	testutil.Eventually(t, 30*time.Second, func() bool { return len(ofType(events.TypeNodeDown)) > 0 && posted(events.TypeNodeDown) > 0 },
+		"node.down published and posted")
+	corr := ofType(events.TypeNodeDown)[0].Context.CorrelationID
+
+	var longest time.Duration
+	for i := range 20 {
+		killed := time.Now()
+		if err := leader.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		var rest []*engineProc
+		for _, p := range live {
+			if p != leader {
+				rest = append(rest, p)
+			}
+		}
+		live = append(rest, start())
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			var c int
+			c, leader = leaderOf()
+			return c == 1
+		}, "a leader after kill %d", i+1)
+		longest = max(longest, time.Since(killed))
+		if d, p := len(ofType(events.TypeNodeDown)), posted(events.TypeNodeDown); d != 1 || p != 1 {
+			t.Fatalf("after kill %d: %d node.down published, %d posted; want one each", i+1, d, p)
+		}
+	}
+	t.Logf("20 SIGKILLs of the leader, the longest takeover %v (lease 1s)", longest.Round(10*time.Millisecond))
+	// Polled every few milliseconds by HTTP after the kill, so the bound
+	// holds a margin for the poll and the new leader's first tick.
+	if longest > 2*time.Second+500*time.Millisecond {
+		t.Fatalf("a takeover took %v, want within two lease periods (2s)", longest)
+	}
+
+	wa.Start()
+	testutil.Eventually(t, 30*time.Second, func() bool { return len(ofType(events.TypeNodeUp)) > 0 && posted(events.TypeNodeUp) > 0 },
+		"node.up published and posted")
+	// A late duplicate would come within a tick or two: wait for three of
+	// the leader's.
+	sampledAt := func() time.Time {
+		var st struct {
+			At time.Time `json:"at"`
+		}
+		if code, body := leader.get("/api/status"); code == 200 {
+			_ = json.Unmarshal([]byte(body), &st)
+		}
+		return st.At
+	}
+	from := sampledAt()
+	testutil.Eventually(t, 15*time.Second, func() bool { return sampledAt().Sub(from) >= 3*time.Second },
+		"three more ticks of the leader")
+	ups, downs := ofType(events.TypeNodeUp), ofType(events.TypeNodeDown)
+	if len(ups) != 1 || len(downs) != 1 || ups[0].Context.CorrelationID != corr {
+		t.Fatalf("want one node.down and one node.up under %s, got %d and %d", corr, len(downs), len(ups))
+	}
+	if d, u := posted(events.TypeNodeDown), posted(events.TypeNodeUp); d != 1 || u != 1 {
+		t.Fatalf("the alerting plugin posted node.down %d times and node.up %d times, want once each", d, u)
 	}
 }

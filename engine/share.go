@@ -63,6 +63,7 @@ type share struct {
 	stopCol   context.CancelFunc
 	leadSince time.Time
 	ready     bool
+	colFail   bool // the last try to read the summaries failed (logged once)
 	known     map[flow.NodeKey]struct{} // nodes in the last combined state, observed or not
 	parts     int                       // summaries in the last combined state
 }
@@ -144,13 +145,26 @@ func (s *share) lead(ctx context.Context, e *Engine, on bool) {
 	}
 	s.leadSince = time.Now()
 	cctx, cancel := context.WithCancel(ctx)
+	// A leader elected before any member published makes the stream
+	// itself: the members' first summaries then have somewhere to go.
+	err := summary.EnsureStream(cctx, s.js, summary.Config{Replicas: e.cfg.StateReplicas, MaxAge: 2 * s.stale})
 	col := summary.NewCollector(s.js, summary.CollectorConfig{Self: e.cfg.Instance, Stale: s.stale, Logger: e.log})
-	if err := col.Start(cctx); err != nil {
+	if err == nil {
+		err = col.Start(cctx)
+	}
+	if err != nil {
 		cancel()
-		// Tried again next tick; meanwhile the engine leads on nothing.
-		e.log.Error("cannot read the members' summaries", "stream", summary.Stream, "error", err)
+		// Tried again next tick; meanwhile the engine judges nothing.
+		if !s.colFail {
+			e.log.Error("cannot read the members' summaries; judging nothing until it can", "stream", summary.Stream, "error", err)
+		}
+		s.colFail = true
 		return
 	}
+	if s.colFail {
+		e.log.Info("reading the members' summaries again")
+	}
+	s.streamOK, s.colFail = true, false
 	s.col, s.stopCol = col, cancel
 }
 

@@ -63,7 +63,7 @@ type share struct {
 	stopCol   context.CancelFunc
 	leadSince time.Time
 	ready     bool
-	colFail   bool // the last try to read the summaries failed (logged once)
+	colFail   bool                      // the last try to read the summaries failed (logged once)
 	known     map[flow.NodeKey]struct{} // nodes in the last combined state, observed or not
 	parts     int                       // summaries in the last combined state
 }

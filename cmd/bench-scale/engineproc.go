@@ -42,9 +42,9 @@ type engineProc struct {
 
 // startEngine runs bin engine with args; its stderr goes to ours, each line
 // prefixed, and the last lines are kept for error messages.
-func startEngine(bin, httpAddr string, args []string, stderr io.Writer) (*engineProc, error) {
+func startEngine(bin, httpAddr string, args []string, prefix string, stderr io.Writer) (*engineProc, error) {
 	cmd := exec.Command(bin, append([]string{"engine"}, args...)...)
-	p := &engineProc{cmd: cmd, http: httpAddr, log: newTailWriter(stderr, "engine: ", 20), done: make(chan struct{})}
+	p := &engineProc{cmd: cmd, http: httpAddr, log: newTailWriter(stderr, prefix, 20), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	// Its own process group: a Ctrl-C reaches this program, which then
 	// stops the engine in order; if this program dies, the engine does too.

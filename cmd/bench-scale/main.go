@@ -35,6 +35,34 @@
 //   - false events: node.down and system.down published while everything
 //     is healthy, from the engine's start to the end of the window.
 //
+// With --engines N above 1 each size runs N engine processes sharing the
+// streams, `happen engine --ha --share --instance eK --http <its own port>`
+// (e1 ... eN) with the usual flags, all on the one server, or with
+// --cluster eK on server K-1 mod 3. The window starts once exactly one
+// engine's /api/status says "leader", every engine's lists N members, and
+// the leader, the one answering `happen status` over NATS, sees all the
+// consumers. The table then has one row per engine and the column
+// "engine", its name and role (leader or member), checked unchanged at the
+// window's end:
+//
+//   - CPU, RSS avg/peak and engine mean: that engine's, as above.
+//   - requests, bytes in and out: the server's counters of that engine's
+//     connections. The engines' connections share their names; each
+//     engine's are those whose client port is one of the engine's sockets
+//     in /proc/<pid>/fd and /proc/<pid>/net/tcp.
+//   - CPU/node and in/node: per tick and node the engine samples: a
+//     member's /api/status total, the leader the rest of the consumers
+//     (its status total is every engine's nodes).
+//   - sample p50/p99: n/a. The engines' requests interleave on the wire,
+//     which tells them apart only by reply inbox; engine mean still times
+//     each engine's own sampling.
+//   - false events: the run's, from all engines' events, on the leader's
+//     row (the one that emits); "-" on the members'.
+//
+// The notes give each engine's streams (its /api/status ownedStreams,
+// which counts the engines' own streams such as happen_summaries too) and
+// consumers, and the machine's CPU split among the engines.
+//
 // Flow and rule time are not exposed by the engine (it times only the
 // sample); `make bench` measures them in isolation. The load generator and
 // the server run in this process, so their cost stays out of the engine's
@@ -43,8 +71,9 @@
 // --profile DIR afterwards runs the same engine package in this process
 // against the last size's workload and writes a CPU profile of one window
 // (cpu.pprof) and a heap profile (heap.pprof); the engine has no profiling
-// endpoint. Read them with `go tool pprof -focus 'happen/engine' ...`: the
-// profile also holds the server and the load generator.
+// endpoint; it profiles one engine sampling everything, whatever
+// --engines. Read them with `go tool pprof -focus 'happen/engine' ...`:
+// the profile also holds the server and the load generator.
 package main
 
 import (
@@ -73,6 +102,7 @@ type config struct {
 	storage    string // file or memory
 	replicas   int
 	cluster    bool
+	engines    int // engine processes sharing the streams (--ha --share) when more than 1
 	interval   time.Duration
 	warmup     time.Duration
 	measure    time.Duration
@@ -95,6 +125,7 @@ func defaultConfig() config {
 		pullConns: 4,
 		storage:   "memory",
 		replicas:  1,
+		engines:   1,
 		interval:  time.Second,
 		warmup:    30 * time.Second,
 		measure:   60 * time.Second,
@@ -148,6 +179,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.storage, "storage", cfg.storage, "stream storage: file or memory")
 	fs.IntVar(&cfg.replicas, "replicas", cfg.replicas, "stream replicas (with --cluster, 1 or 3)")
 	fs.BoolVar(&cfg.cluster, "cluster", false, "three routed servers with a system account (user sys, password sys) instead of one")
+	fs.IntVar(&cfg.engines, "engines", cfg.engines, "engine processes; more than 1 run as happen engine --ha --share --instance eK (e1, e2, ...), sharing the streams, each measured")
 	fs.DurationVar(&cfg.interval, "interval", cfg.interval, "the engine's --interval")
 	fs.DurationVar(&cfg.warmup, "warmup", cfg.warmup, "how long the engine runs before the window")
 	fs.DurationVar(&cfg.measure, "measure", cfg.measure, "the measuring window")
@@ -196,6 +228,18 @@ func (c config) validate() error {
 		return fmt.Errorf("--measure %v: want at least one interval (%v)", c.measure, c.interval)
 	case c.output != "text" && c.output != "markdown":
 		return fmt.Errorf("-o %q: want text or markdown", c.output)
+	case c.engines < 1:
+		return fmt.Errorf("--engines %d: want at least 1", c.engines)
+	}
+	if c.engines > 1 {
+		// These are the program's to give each engine.
+		for _, a := range c.engineArgs {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			switch name {
+			case "ha", "share", "instance", "http":
+				return fmt.Errorf("--engine-arg %q: --engines %d sets --%s for each engine", a, c.engines, name)
+			}
+		}
 	}
 	for _, p := range c.paths {
 		if p != pathListing && p != pathSystem {

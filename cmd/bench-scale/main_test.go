@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
+	"net"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +341,204 @@ func TestAPIKindAndPercentile(t *testing.T) {
 	}
 	if listOffset([]byte(`{"offset":256}`)) != 256 || listOffset(nil) != 0 || listOffset([]byte("junk")) != 0 {
 		t.Error("listOffset misreads a list request")
+	}
+}
+
+func TestParseFlagsEngines(t *testing.T) {
+	cfg, err := parseFlags(nil, &bytes.Buffer{})
+	if err != nil || cfg.engines != 1 {
+		t.Fatalf("default --engines = %d, %v; want 1", cfg.engines, err)
+	}
+	cfg, err = parseFlags([]string{"--engines", "3", "--engine-arg=--lease=3s", "--cluster"}, &bytes.Buffer{})
+	if err != nil || cfg.engines != 3 || !cfg.cluster {
+		t.Fatalf("--engines 3 --cluster: engines %d, cluster %v, %v", cfg.engines, cfg.cluster, err)
+	}
+	// One engine may be given the sharing flags itself, as before.
+	if _, err := parseFlags([]string{"--engine-arg=--instance=x"}, &bytes.Buffer{}); err != nil {
+		t.Errorf("--engines 1 with --instance: %v", err)
+	}
+	for _, bad := range [][]string{
+		{"--engines", "0"},
+		{"--engines", "-2"},
+		{"--engines", "x"},
+		{"--engines", "2", "--engine-arg=--ha"},
+		{"--engines", "2", "--engine-arg", "--share"},
+		{"--engines", "2", "--engine-arg=--instance=a"},
+		{"--engines", "2", "--engine-arg=-http=127.0.0.1:1"},
+	} {
+		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+// sharedResult is a row of three engines sharing 10 streams (with the
+// engines' own) and 100 consumers over a 10s window at 1s.
+func sharedResult() result {
+	hist := func(count, sum float64) scrape {
+		return scrape{buckets: []bucket{{0.01, count}, {math.Inf(1), count}}, count: count, sum: sum}
+	}
+	return result{
+		consumers: 100, streams: 10, path: "consumer listing", window: 10 * time.Second, ticks: 10,
+		engines: []engineFigures{
+			{name: "e1", role: "member", owned: 4, nodes: 30, cpuCores: 0.030, rssAvg: 20 << 20, rssPeak: 21 << 20,
+				requests: 5, bytesIn: 3000, bytesOut: 600, engineHist: hist(20, 0.04)},
+			{name: "e2", role: "leader", owned: 5, nodes: 40, cpuCores: 0.080, rssAvg: 30 << 20, rssPeak: 32 << 20,
+				requests: 6, bytesIn: 4000, bytesOut: 700, engineHist: hist(20, 0.06)},
+			{name: "e3", role: "member", owned: 3, nodes: 30, cpuCores: 0.020, rssAvg: 19 << 20, rssPeak: 19 << 20,
+				requests: 4, bytesIn: 3000, bytesOut: 500, engineHistErr: errors.New("count went down")},
+		},
+		events:       map[string]int{"node.down": 1, "engine.started": 1},
+		falseEvents:  []string{"node.down node=x pattern=p rule=r"},
+		machineCores: 1, selfCores: 0.5, otherCores: 0.37, cpus: 2,
+	}
+}
+
+func TestWriteTableShared(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.engines = 3
+	r := sharedResult()
+	cfg.output = "markdown"
+	var out bytes.Buffer
+	writeTable(&out, cfg, []result{r})
+	s := out.String()
+	for _, want := range []string{
+		"| consumers | streams | sampling | engine | ticks | sample p50 |",
+		// e1: 0.030 cores × 10s / 10 ticks / 30 nodes = 1 ms... per node 1000 µs; 3000 B / 30 nodes = 100 B.
+		"| 100 | 10 | consumer listing | e1 member | 10 | n/a | n/a | 2.0 ms | 0.030 | 20.0 MiB | 21.0 MiB | 5.0 | 2.9 KiB | 600 B | 1000.0 µs | 100 B | - |",
+		// The leader's row carries the run's false events.
+		"| 100 | 10 | consumer listing | e2 leader | 10 | n/a | n/a | 3.0 ms | 0.080 | 30.0 MiB | 32.0 MiB | 6.0 | 3.9 KiB | 700 B | 2000.0 µs | 100 B | 1 |",
+		"| 100 | 10 | consumer listing | e3 member | 10 | n/a | n/a | n/a | 0.020 |",
+		"3 engines share the streams",
+		"100 consumers, e3: the engine's sample histogram is unusable: count went down",
+		"100 consumers, e2 (leader): samples 5 streams (the engines' own included) and 40 of the 100 consumers",
+		"e1 0.030, e2 0.080, e3 0.020, the engines 0.130 in all",
+		"events from the engines' start: engine.started 1, node.down 1",
+		"FALSE EVENT node.down node=x",
+		"sample time on the wire: not measured with 3 engines",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("markdown table lacks %q:\n%s", want, s)
+		}
+	}
+	if n := strings.Count(s, "| 100 | 10 |"); n != 3 {
+		t.Errorf("%d rows for the size, want one per engine:\n%s", n, s)
+	}
+
+	cfg.output, cfg.cluster = "text", true
+	out.Reset()
+	writeTable(&out, cfg, []result{r})
+	lines := strings.Split(out.String(), "\n")
+	if !strings.HasPrefix(lines[0], "consumers") || !strings.Contains(lines[0], "  engine  ") {
+		t.Errorf("text header %q lacks the engine column", lines[0])
+	}
+	for i, name := range []string{"e1 member", "e2 leader", "e3 member"} {
+		if !strings.Contains(lines[1+i], name) {
+			t.Errorf("text row %d = %q, want engine %s", 1+i, lines[1+i], name)
+		}
+	}
+	if !strings.Contains(out.String(), "eK connected to server K-1 mod 3") {
+		t.Errorf("text table does not say where the engines connect with --cluster:\n%s", out.String())
+	}
+}
+
+// TestWriteTableOneEngine keeps --engines 1's table as it was: no engine
+// column, one row a size.
+func TestWriteTableOneEngine(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.output = "markdown"
+	r := result{consumers: 100, streams: 10, path: "consumer listing", window: 10 * time.Second, ticks: 10,
+		wired: true, sampleP50: 5 * time.Millisecond, sampleP99: 9 * time.Millisecond, cpus: 2}
+	r.cpuCores, r.nodes, r.bytesIn = 0.05, 100, 5000
+	var out bytes.Buffer
+	writeTable(&out, cfg, []result{r})
+	s := out.String()
+	if !strings.HasPrefix(s, "| "+strings.Join(columns, " | ")+" |\n") || strings.Contains(s, "engine |") {
+		t.Errorf("header is not the one-engine columns:\n%s", s)
+	}
+	want := "| 100 | 10 | consumer listing | 10 | 5.0 ms | 9.0 ms | n/a | 0.050 | 0.0 MiB | 0.0 MiB | 0.0 | 4.9 KiB | 0 B | 500.0 µs | 50 B | 0 |"
+	if !strings.Contains(s, want) {
+		t.Errorf("row lacks %q:\n%s", want, s)
+	}
+	if strings.Contains(s, "share the streams") {
+		t.Errorf("one engine's table speaks of sharing:\n%s", s)
+	}
+}
+
+func TestCheckShared(t *testing.T) {
+	mk := func(roles ...string) []*sharedEngine {
+		var es []*sharedEngine
+		for i, role := range roles {
+			es = append(es, &sharedEngine{name: fmt.Sprintf("e%d", i+1), st: shareStatus{Role: role, Members: []string{"e1", "e2", "e3"}}})
+		}
+		return es
+	}
+	if err := checkShared(mk("member", "leader", "member"), 3); err != nil {
+		t.Errorf("one leader, two members: %v", err)
+	}
+	if got := leaderOf(mk("member", "leader", "member")); got != "e2" {
+		t.Errorf("leaderOf = %s, want e2", got)
+	}
+	for name, es := range map[string][]*sharedEngine{
+		"no leader":  mk("member", "member", "member"),
+		"two lead":   mk("leader", "leader", "member"),
+		"a standby":  mk("leader", "standby", "member"),
+		"no sharing": mk("leader", "", "member"),
+	} {
+		if err := checkShared(es, 3); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	es := mk("leader", "member", "member")
+	es[2].st.Members = []string{"e2", "e3"}
+	if err := checkShared(es, 3); err == nil || !strings.Contains(err.Error(), "e3 lists 2 members") {
+		t.Errorf("a member missing one: %v", err)
+	}
+}
+
+func TestParseProcNetTCP(t *testing.T) {
+	table := []byte(`  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:C350 0100007F:10E1 01 00000000:00000000 00:00000000 00000000     0        0 2222 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C351 0100007F:10E1 01 00000000:00000000 00:00000000 00000000     0        0 3333 1 0000000000000000 20 4 30 10 -1
+`)
+	ports, err := parseProcNetTCP(table, map[uint64]bool{2222: true, 1111: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != 2 || ports[0] != 0x1F90 || ports[1] != 0xC350 {
+		t.Errorf("ports = %v, want [8080 50000]: the local ports of inodes 1111 and 2222 only", ports)
+	}
+	if _, err := parseProcNetTCP([]byte("   0: 0100007F:1F90 00000000:0000 0A\n"), nil); err == nil {
+		t.Error("a short line was accepted")
+	}
+	if _, err := parseProcNetTCP([]byte("   0: 0100007F:ZZZZ 00000000:0000 0A 0 0 0 0 0 4444\n"), map[uint64]bool{4444: true}); err == nil {
+		t.Error("a port that is not hex was accepted")
+	}
+}
+
+// TestLocalPorts finds this process's own connection's client port, as
+// the server's connz reports it for an engine.
+func TestLocalPorts(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads Linux /proc")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ports, err := localPorts(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := c.LocalAddr().(*net.TCPAddr).Port
+	if !ports[client] || !ports[ln.Addr().(*net.TCPAddr).Port] {
+		t.Errorf("ports %v lack the client's %d or the listener's %v", ports, client, ln.Addr())
 	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -40,15 +38,12 @@ type result struct {
 
 	sampleP50, sampleP99 time.Duration // wire, per tick
 	sampleP90, sampleMax time.Duration
-	engineHist           scrape // the engine's own histogram, warm-up and window
-	engineHistErr        error
+	kinds                map[string]float64
 
-	cpuCores          float64
-	rssAvg, rssPeak   int64
-	hwm               int64
-	requests          float64 // per tick
-	bytesIn, bytesOut float64 // per tick, as the engine sees it: in is what it received
-	kinds             map[string]float64
+	// The one engine's figures; with --engines above 1, engines holds each
+	// engine's instead and these stay zero.
+	engineFigures
+	engines []engineFigures
 
 	events      map[string]int
 	falseEvents []string
@@ -60,16 +55,43 @@ type result struct {
 	// this program (server and load generator) and everything else.
 	machineCores, selfCores, otherCores float64
 	cpus                                int
+}
+
+// engineFigures are what one engine cost over the window.
+type engineFigures struct {
+	// With --engines above 1: the engine's --instance, its role
+	// ("leader" or "member"), the streams it sampled at the window's end
+	// (its /api/status ownedStreams, which counts the engines' own
+	// streams too), and the consumers it sampled. nodes is the whole
+	// size with one engine.
+	name, role string
+	owned      int
+	nodes      int
+
+	engineHist    scrape // the engine's own histogram, warm-up and window
+	engineHistErr error
+
+	cpuCores          float64
+	rssAvg, rssPeak   int64
+	hwm               int64
+	requests          float64 // per tick
+	bytesIn, bytesOut float64 // per tick, as the engine sees it: in is what it received
 
 	// One /metrics scrape: how long it took and the engine CPU it cost.
 	scrapeTime, scrapeCPU time.Duration
 }
 
-func (r result) cpuPerNodeMicros() float64 {
-	return r.cpuCores * r.window.Seconds() / float64(max(r.ticks, 1)) / float64(r.consumers) * 1e6
+func (r result) cpuPerNodeMicros() float64 { return r.engineFigures.cpuPerNodeMicros(r) }
+
+func (r result) bytesPerNode() float64 { return r.engineFigures.bytesPerNode(r) }
+
+// cpuPerNodeMicros is the engine's CPU per tick and node it samples, in
+// microseconds.
+func (e engineFigures) cpuPerNodeMicros(r result) float64 {
+	return e.cpuCores * r.window.Seconds() / float64(max(r.ticks, 1)) / float64(max(e.nodes, 1)) * 1e6
 }
 
-func (r result) bytesPerNode() float64 { return r.bytesIn / float64(r.consumers) }
+func (e engineFigures) bytesPerNode(r result) float64 { return e.bytesIn / float64(max(e.nodes, 1)) }
 
 // run measures every size in turn, each on a fresh server.
 func run(ctx context.Context, cfg config) ([]result, error) {
@@ -109,6 +131,7 @@ func run(ctx context.Context, cfg config) ([]result, error) {
 
 func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profile bool) (result, error) {
 	r := result{consumers: n, streams: cfg.streams, path: samplingPath(cfg.engineArgs)}
+	r.nodes = n
 	shape := "one server"
 	if cfg.cluster {
 		shape = "a 3-server cluster"
@@ -171,6 +194,9 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 		return r, err
 	}
 	defer w.stop()
+	if cfg.engines > 1 {
+		return measureShared(ctx, cfg, bin, dir, srv, ld, mon, w, prefix, conns, r, profile)
+	}
 
 	port, err := freePort()
 	if err != nil {
@@ -180,12 +206,8 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	if err := os.MkdirAll(plugins, 0o755); err != nil {
 		return r, fmt.Errorf("plugin dir: %w", err)
 	}
-	args := append([]string{
-		"--nats", srv.url(0), "--user", benchUser, "--password", benchPassword,
-		"--interval", cfg.interval.String(), "--http", fmt.Sprintf("127.0.0.1:%d", port),
-		"--data", filepath.Join(dir, "engine"), "--plugins", plugins, "--log-level", "warn",
-	}, cfg.engineArgs...)
-	ep, err := startEngine(bin, fmt.Sprintf("127.0.0.1:%d", port), args, cfg.progress)
+	args := engineArgs(cfg, srv.url(0), fmt.Sprintf("127.0.0.1:%d", port), filepath.Join(dir, "engine"), plugins)
+	ep, err := startEngine(bin, fmt.Sprintf("127.0.0.1:%d", port), args, "engine: ", cfg.progress)
 	if err != nil {
 		return r, err
 	}
@@ -345,6 +367,18 @@ func measureSize(ctx context.Context, cfg config, bin, dir string, n int, profil
 	return r, nil
 }
 
+// engineArgs are the flags of one `happen engine`: the usual ones, then
+// cfg's --engine-arg ones.
+func engineArgs(cfg config, url, httpAddr, dataDir, plugins string, extra ...string) []string {
+	args := []string{
+		"--nats", url, "--user", benchUser, "--password", benchPassword,
+		"--interval", cfg.interval.String(), "--http", httpAddr,
+		"--data", dataDir, "--plugins", plugins, "--log-level", "warn",
+	}
+	args = append(args, extra...)
+	return append(args, cfg.engineArgs...)
+}
+
 // waitReady waits until the engine is healthy and sees all n nodes.
 func waitReady(ctx context.Context, cfg config, ep *engineProc, nc *nats.Conn, prefix string, n int) error {
 	limit := 3*time.Minute + time.Duration(n)*10*time.Millisecond
@@ -380,23 +414,8 @@ func waitReady(ctx context.Context, cfg config, ep *engineProc, nc *nats.Conn, p
 // statusTotal asks the engine over NATS how many nodes it sees, for one
 // node's page: cheap even at 10,000 nodes, unlike /api/status.
 func statusTotal(ctx context.Context, nc *nats.Conn, prefix string) (int, error) {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, prefix+".api.status", []byte(`{"limit":1}`))
-	if err != nil {
-		return 0, err
-	}
-	var st struct {
-		Total int    `json:"total"`
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &st); err != nil {
-		return 0, fmt.Errorf("engine status reply: %w", err)
-	}
-	if st.Error != "" {
-		return 0, errors.New(st.Error)
-	}
-	return st.Total, nil
+	st, err := statusOf(ctx, nc, prefix)
+	return st.Total, err
 }
 
 // percentile is the nearest-rank q-quantile of d.

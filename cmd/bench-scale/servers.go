@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,10 +124,15 @@ type connStats struct {
 
 // connsNamed sums the counters of every open connection called one of
 // names on any of the servers; each name must have one.
-func (s *servers) connsNamed(names ...string) (connStats, error) {
+func (s *servers) connsNamed(names ...string) (connStats, error) { return s.connsOf(nil, names...) }
+
+// connsOf is connsNamed for the connections of one process only: those
+// whose client port is among ports (nil: any). Engines sharing the streams
+// all use the same connection names.
+func (s *servers) connsOf(ports map[int]bool, names ...string) (connStats, error) {
 	var st connStats
 	for _, name := range names {
-		one, err := s.connNamed(name)
+		one, err := s.connNamed(name, ports)
 		if err != nil {
 			return st, err
 		}
@@ -138,7 +145,7 @@ func (s *servers) connsNamed(names ...string) (connStats, error) {
 	return st, nil
 }
 
-func (s *servers) connNamed(name string) (connStats, error) {
+func (s *servers) connNamed(name string, ports map[int]bool) (connStats, error) {
 	var st connStats
 	for _, srv := range s.list {
 		cz, err := srv.Connz(&server.ConnzOptions{Limit: 1 << 16})
@@ -146,7 +153,7 @@ func (s *servers) connNamed(name string) (connStats, error) {
 			return st, fmt.Errorf("connz on %s: %w", srv.Name(), err)
 		}
 		for _, c := range cz.Conns {
-			if c.Name != name {
+			if c.Name != name || (ports != nil && !ports[c.Port]) {
 				continue
 			}
 			st.inMsgs += c.InMsgs
@@ -157,6 +164,9 @@ func (s *servers) connNamed(name string) (connStats, error) {
 		}
 	}
 	if len(st.conns) == 0 {
+		if ports != nil {
+			return st, fmt.Errorf("no connection named %s from the engine's ports %v on any server", name, slices.Sorted(maps.Keys(ports)))
+		}
 		return st, errors.New("no connection named " + name + " on any server")
 	}
 	return st, nil

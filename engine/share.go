@@ -36,9 +36,11 @@ import (
 // lead.
 const RoleMember = "member"
 
-// summaryChunk is the largest summary message: under JetStream's default
-// 1 MB max payload, with room for headers.
-const summaryChunk = 512 << 10
+// summaryChunk asks for summary messages as large as the server takes (the
+// publisher keeps them under its max payload, 1 MB by default, with room
+// for headers): about 12,000 nodes a message, so a member's summary is
+// usually one message, which the leader decodes without joining chunks.
+const summaryChunk = 1 << 20
 
 // share is one engine's part in sharing the streams.
 type share struct {
@@ -283,7 +285,7 @@ func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string,
 	slices.SortFunc(st.Unobserved, flow.CompareKeys)
 	// Nodes of the last combined state absent now: left, or unobserved.
 	// Both lists are sorted, so one walk finds them.
-	cur := mergeKeys(st.Nodes, st.Unobserved, known[:0:0])
+	cur := mergeKeys(st.Nodes, st.Unobserved, make([]flow.NodeKey, 0, len(st.Nodes)+len(st.Unobserved)))
 	var carried []flow.NodeKey
 	for i, k := 0, 0; i < len(known); i++ {
 		key := known[i]

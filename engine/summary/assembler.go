@@ -92,6 +92,14 @@ func newer(c *chunk, seq uint64, at time.Time) bool {
 // from the first.
 func assemble(chunks map[uint32]*chunk, count uint32) *Part {
 	first := chunks[0]
+	if count == 1 {
+		// One chunk: its lists are the Part's, copied no further.
+		return &Part{
+			Member: first.member, Seq: first.seq, At: first.at,
+			PublishRate: first.publishRate, RateKnown: first.rateKnown, Streams: first.streams,
+			Owned: first.owned, Listed: first.listed, Nodes: first.nodes, Unobserved: first.unobserved,
+		}
+	}
 	p := &Part{
 		Member:      first.member,
 		Seq:         first.seq,

@@ -10,7 +10,7 @@ import (
 	"github.com/happen-dev/happen/rules/snapshot"
 )
 
-// The chunk format, version 1. Every chunk decodes on its own:
+// The chunk format, version 2. Every chunk decodes on its own:
 //
 //	version   byte
 //	member    uvarint length, bytes
@@ -19,6 +19,8 @@ import (
 //	at        varint unix nanos, only with flagAt
 //	index     4 bytes big endian (fixed width so the header's size is known
 //	count     4 bytes big endian  before the chunk count is)
+//	nodes     4 bytes big endian: node records in this chunk, so a decoder
+//	          allocates them once
 //	rate      8 bytes little endian IEEE bits: PublishRate
 //	streams   varint
 //	records   until the end: a tag byte, then the record
@@ -35,7 +37,7 @@ import (
 // bools packed into one uvarint, StallOnset (varint unix nanos), the ints
 // (zigzag varints) and the floats (8 bytes little endian IEEE bits, so
 // they round-trip exactly, -0 and NaN included).
-const version = 1
+const version = 2
 
 const (
 	recOwned      byte = 1 // string
@@ -133,7 +135,7 @@ func Encode(p *Part, maxChunk int) ([][]byte, error) {
 			return nil, err
 		}
 	}
-	e.chunks = append(e.chunks, e.cur)
+	e.close()
 	if uint64(len(e.chunks)) > math.MaxUint32 {
 		return nil, fmt.Errorf("summary of member %q seq %d: %d chunks", p.Member, p.Seq, len(e.chunks))
 	}
@@ -147,7 +149,8 @@ func Encode(p *Part, maxChunk int) ([][]byte, error) {
 type encoder struct {
 	max    int
 	head   []byte // the header with index and count zero
-	idxOff int    // where index and count sit in head
+	idxOff int    // where index, count and nodes sit in head
+	nodes  uint32 // node records in the current chunk
 	chunks [][]byte
 	cur    []byte
 	table  map[string]uint64 // the current chunk's strings: 1-based refs
@@ -170,14 +173,21 @@ func (e *encoder) header(p *Part) {
 		b = binary.AppendVarint(b, p.At.UnixNano())
 	}
 	e.idxOff = len(b)
-	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(p.PublishRate))
 	b = binary.AppendVarint(b, int64(p.Streams))
 	e.head = b
 }
 
+// close ends the current chunk, writing how many nodes it holds.
+func (e *encoder) close() {
+	binary.BigEndian.PutUint32(e.cur[e.idxOff+8:], e.nodes)
+	e.chunks = append(e.chunks, e.cur)
+}
+
 // begin starts a chunk with the header and an empty string table.
 func (e *encoder) begin() {
+	e.nodes = 0
 	e.cur = make([]byte, len(e.head), min(e.max, 64<<10))
 	copy(e.cur, e.head)
 	if e.table == nil {
@@ -206,6 +216,9 @@ func (e *encoder) record(p *Part, kind byte, i int) error {
 			e.cur = appendString(e.cur, p.Unobserved[i].Consumer)
 		}
 		if len(e.cur) <= e.max {
+			if kind == recNode {
+				e.nodes++
+			}
 			return nil
 		}
 		size := len(e.cur) - start
@@ -217,7 +230,7 @@ func (e *encoder) record(p *Part, kind byte, i int) error {
 			return fmt.Errorf("summary of member %q seq %d: %s: record of %d bytes does not fit a chunk of %d bytes with its %d-byte header",
 				p.Member, p.Seq, describe(p, kind, i), size, e.max, len(e.head))
 		}
-		e.chunks = append(e.chunks, e.cur)
+		e.close()
 		e.begin()
 	}
 }
@@ -475,12 +488,13 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 		}
 		c.at = time.Unix(0, ns)
 	}
-	ic, err := r.fixed(8)
+	ic, err := r.fixed(12)
 	if err != nil {
 		return nil, herr("chunk index", err)
 	}
 	c.index = binary.BigEndian.Uint32(ic)
 	c.count = binary.BigEndian.Uint32(ic[4:])
+	nodes := binary.BigEndian.Uint32(ic[8:])
 	if c.count == 0 || c.index >= c.count {
 		return nil, fmt.Errorf("summary chunk of member %q seq %d: index %d of %d chunks", c.member, c.seq, c.index, c.count)
 	}
@@ -497,6 +511,12 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 	var ok bool
 	if c.streams, ok = intOf(streams); !ok {
 		return nil, werr(fmt.Errorf("header field streams: %d out of range", streams))
+	}
+	// A node record takes at least its tag, mask, stream ref and consumer
+	// length: a count beyond what the bytes left can hold is not believed
+	// for the allocation, and fails the check after the records.
+	if n := min(int(nodes), (len(r.b)-r.off)/minNodeRecord); n > 0 {
+		c.nodes = make([]snapshot.Node, 0, n)
 	}
 	for r.off < len(r.b) {
 		at := r.off
@@ -532,8 +552,14 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 			return nil, werr(fmt.Errorf("unknown record tag %d at byte %d", tag, at))
 		}
 	}
+	if uint32(len(c.nodes)) != nodes {
+		return nil, werr(fmt.Errorf("header says %d nodes, the chunk holds %d", nodes, len(c.nodes)))
+	}
 	return c, nil
 }
+
+// minNodeRecord is the fewest bytes a node record takes.
+const minNodeRecord = 4
 
 func (r *reader) node(n *snapshot.Node) error {
 	mask, err := r.uvarint()

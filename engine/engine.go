@@ -60,7 +60,8 @@ type Config struct {
 	// for the rules (engine/signals).
 	System *nats.Conn
 	// Members, if not nil, makes the engine one of several sharing the
-	// streams (share.go): it samples only those Members assigns it, and
+	// streams (share.go): it samples only those Members assigns it, by
+	// listing their consumers even with System set, and
 	// while it leads (Lease is then required) evaluates the rules over
 	// every member's nodes. Run runs it; nothing else may.
 	Members *members.Members
@@ -165,6 +166,13 @@ func New(nc *nats.Conn, set *rules.Set, cfg Config) *Engine {
 	scfg := sampler.Config{Timeout: max(time.Second, cfg.Interval), Logger: cfg.Logger, System: cfg.System}
 	if cfg.Members != nil {
 		scfg.Owns = cfg.Members.Owns
+		// A server's JSZ report covers every stream, and cannot be asked
+		// for some: each member would make the servers build, and itself
+		// decode, the whole report, which at 30,000 consumers saturated
+		// the servers. Listing only its own streams' consumers costs each
+		// member a share. System access still brings the servers'
+		// signals.
+		scfg.System = nil
 	}
 	e := &Engine{
 		cfg:     cfg,

@@ -190,7 +190,7 @@ func writeTable(w io.Writer, cfg config, results []result) {
 	cols := columns
 	if cfg.engines > 1 {
 		cols = sharedColumns
-		caveats = append(caveats, fmt.Sprintf("%d engines share the streams (happen engine --ha --share), one row each, with its role at the window's end; %s; sample p50/p99 not measured; CPU/node and in/node per node the engine samples; false events: the run's, from all engines, on the leader's row",
+		caveats = append(caveats, fmt.Sprintf("%d engines share the streams (happen engine --ha --share), one row each, with its role at the window's end; %s; sample p50/p99 not measured; CPU/node and in/node per node the engine samples; false events: the run's, from all engines, on the leader's row; sharing engines list their own streams' consumers, so \"system access\" means they have it for the servers' signals only",
 			cfg.engines, engineServers(cfg)))
 	}
 	var notes []string

@@ -154,21 +154,8 @@ func (e *Engine) Status() *Status {
 		s.Healthy, s.Reason = false, why
 	}
 	s.Isolated = e.iso.current() != nil
-	s.Role = RoleLeader
-	if e.cfg.Lease != nil {
-		ls := e.cfg.Lease.Status()
-		s.Role, s.Leader = string(ls.Role), ls.Holder
-		if !ls.Renewed.IsZero() {
-			s.LeaseAgeSeconds = max(0, time.Since(ls.Renewed).Seconds())
-		}
-	}
-	if e.cfg.Members != nil {
-		if s.Role != RoleLeader {
-			s.Role = RoleMember
-		}
-		s.Members = e.cfg.Members.Live()
-		s.OwnedStreams = int(e.owned.Load())
-	}
+	r := e.Role()
+	s.Role, s.Leader, s.LeaseAgeSeconds, s.Members, s.OwnedStreams = r.Role, r.Leader, r.LeaseAgeSeconds, r.Members, r.OwnedStreams
 	if v.st == nil {
 		return s
 	}
@@ -290,4 +277,34 @@ func SortTrouble(nodes []NodeStatus) {
 		}
 		return a.Key.String() < b.Key.String()
 	})
+}
+
+// RoleStatus is this engine's part among several: cheap to read, for
+// /healthz as well as the status.
+type RoleStatus struct {
+	Role            string   // leader, standby or member
+	Leader          string   // the engine leading, when known (only with a lease)
+	LeaseAgeSeconds float64  // since the leader last renewed its lease; 0 when unknown
+	Members         []string // the engines sharing the streams, when shared
+	OwnedStreams    int      // streams this engine sampled at its last tick, when shared
+}
+
+// Role reports this engine's role: always leader without a lease.
+func (e *Engine) Role() RoleStatus {
+	r := RoleStatus{Role: RoleLeader}
+	if e.cfg.Lease != nil {
+		ls := e.cfg.Lease.Status()
+		r.Role, r.Leader = string(ls.Role), ls.Holder
+		if !ls.Renewed.IsZero() {
+			r.LeaseAgeSeconds = max(0, time.Since(ls.Renewed).Seconds())
+		}
+	}
+	if e.cfg.Members != nil {
+		if r.Role != RoleLeader {
+			r.Role = RoleMember
+		}
+		r.Members = e.cfg.Members.Live()
+		r.OwnedStreams = int(e.owned.Load())
+	}
+	return r
 }

@@ -50,6 +50,9 @@ func TestEngineHAProcesses(t *testing.T) {
 		code, _ := b.get("/healthz")
 		return code == 200 && st.Healthy && st.Role == "standby" && st.Leader == "a" && st.Age < 2
 	}, "b stands by, healthy, naming a")
+	if _, body := b.get("/healthz"); !strings.HasPrefix(body, "ok standby · leader a, lease renewed ") {
+		t.Errorf("b's /healthz says %q, want its role and the leader", body)
+	}
 	_, metrics := b.get("/metrics")
 	for _, want := range []string{"happen_leader 0", "happen_lease_elections_total 0"} {
 		if !strings.Contains(metrics, want) {
@@ -154,6 +157,9 @@ func TestEngineShareProcesses(t *testing.T) {
 			continue
 		}
 		rest = append(rest, id)
+	}
+	if _, body := procs[gone].get("/healthz"); !strings.HasPrefix(body, "ok member · leader "+leader) || !strings.Contains(body, "3 engines share the streams") {
+		t.Errorf("%s's /healthz says %q, want member, the leader and the sharing", gone, body)
 	}
 	_, metrics := procs[gone].get("/metrics")
 	for _, want := range []string{"happen_members 3", "happen_reassignments_total", "happen_owned_streams"} {

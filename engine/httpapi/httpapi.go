@@ -19,6 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// roleSource is an engine that may be one of several: /healthz then says
+// which part it plays.
+type roleSource interface {
+	Role() engine.RoleStatus
+}
+
 // StatusSource is the part of the engine the endpoints read.
 type StatusSource interface {
 	Health() (bool, string)
@@ -38,6 +44,23 @@ func Handler(src StatusSource, g prometheus.Gatherer) http.Handler {
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "unhealthy: %s\n", why)
+			return
+		}
+		var role engine.RoleStatus
+		if rs, ok := src.(roleSource); ok {
+			role = rs.Role()
+		}
+		if role.Leader != "" || len(role.Members) > 0 {
+			// With several engines, say which this one is, so a probe's
+			// log or a curl tells a healthy standby from the leader.
+			fmt.Fprintf(w, "ok %s", role.Role)
+			if role.Leader != "" {
+				fmt.Fprintf(w, " · leader %s, lease renewed %.1fs ago", role.Leader, role.LeaseAgeSeconds)
+			}
+			if len(role.Members) > 0 {
+				fmt.Fprintf(w, " · %d engines share the streams, %d sampled here", len(role.Members), role.OwnedStreams)
+			}
+			fmt.Fprintln(w)
 			return
 		}
 		fmt.Fprintln(w, "ok")

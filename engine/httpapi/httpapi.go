@@ -53,9 +53,13 @@ func Handler(src StatusSource, g prometheus.Gatherer) http.Handler {
 		if role.Leader != "" || len(role.Members) > 0 {
 			// With several engines, say which this one is, so a probe's
 			// log or a curl tells a healthy standby from the leader.
-			fmt.Fprintf(w, "ok %s", role.Role)
-			if role.Leader != "" {
-				fmt.Fprintf(w, " · leader %s, lease renewed %.1fs ago", role.Leader, role.LeaseAgeSeconds)
+			switch {
+			case role.Leader == "":
+				fmt.Fprintf(w, "ok %s", role.Role)
+			case role.Role == engine.RoleLeader: // the leader is this engine
+				fmt.Fprintf(w, "ok leader %s, lease renewed %.1fs ago", role.Leader, role.LeaseAgeSeconds)
+			default:
+				fmt.Fprintf(w, "ok %s · leader %s, lease renewed %.1fs ago", role.Role, role.Leader, role.LeaseAgeSeconds)
 			}
 			if len(role.Members) > 0 {
 				fmt.Fprintf(w, " · %d engines share the streams, %d sampled here", len(role.Members), role.OwnedStreams)

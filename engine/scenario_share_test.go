@@ -325,3 +325,30 @@ func TestScenarioShareLeaderKilledMidIncident(t *testing.T) {
 		t.Fatalf("want one node.down: %s", summary(w.all()))
 	}
 }
+
+// The summaries' stream is deleted by hand under three sharing engines.
+// The members make it again as they publish, the leader reads it afresh,
+// and every node is judged again; nothing is reported meanwhile.
+func TestScenarioShareSummariesDeleted(t *testing.T) {
+	t.Parallel()
+	const period = 2 * time.Second
+	w := shareWorld(t)
+	hs := []*haEngine{w.startShare("a", period), w.startShare("b", period), w.startShare("c", period)}
+	leader := w.shareLeader(hs)
+	w.quietFor(3, "healthy flow under three sharing engines")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.js.DeleteStream(ctx, "happen_summaries"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	// Some ticks without the others' summaries first, so the leader
+	// notices; then all of them again.
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		st := leader.eng.Status()
+		return time.Since(deleted) > 3*time.Second && len(st.Nodes) == len(shareStreams) && len(st.Unobserved) == 0
+	}, "every node judged again after the summaries' stream was deleted")
+	t.Logf("every node judged again %v after the deletion", time.Since(deleted).Round(100*time.Millisecond))
+	w.quietFor(5, "flow after the summaries' stream came back")
+}

@@ -67,7 +67,6 @@ type share struct {
 	ready     bool
 	colFail   bool           // the last try to read the summaries failed (logged once)
 	known     []flow.NodeKey // nodes in the last combined state, observed or not, sorted
-	parts     int            // summaries in the last combined state
 }
 
 func newShare(js jetstream.JetStream, m *members.Members, cfg *Config) *share {
@@ -118,6 +117,9 @@ func (e *Engine) publishShare(ctx context.Context, st *flow.State, snap *flow.Sn
 		s.streamOK = true
 	}
 	if err := s.pub.Publish(pctx, p); err != nil {
+		// The stream may be gone (deleted by hand): make sure of it again
+		// before the next summary.
+		s.streamOK = false
 		if !s.pubFail {
 			e.log.Error("cannot publish this engine's summary; the leader sees its streams as unobserved until one goes through", "error", err)
 		}
@@ -141,7 +143,7 @@ func (s *share) lead(ctx context.Context, e *Engine, on bool) {
 		s.col.Stop()
 		s.col, s.stopCol = nil, nil
 	}
-	s.ready, s.known, s.parts = false, nil, 0
+	s.ready, s.known = false, nil
 	if !on {
 		return
 	}
@@ -149,7 +151,9 @@ func (s *share) lead(ctx context.Context, e *Engine, on bool) {
 	cctx, cancel := context.WithCancel(ctx)
 	// A leader elected before any member published makes the stream
 	// itself: the members' first summaries then have somewhere to go.
-	err := summary.EnsureStream(cctx, s.js, summary.Config{Replicas: e.cfg.StateReplicas, MaxAge: 2 * s.stale})
+	ectx, ecancel := context.WithTimeout(cctx, max(e.cfg.Interval, time.Second))
+	err := summary.EnsureStream(ectx, s.js, summary.Config{Replicas: e.cfg.StateReplicas, MaxAge: 2 * s.stale})
+	ecancel()
 	col := summary.NewCollector(s.js, summary.CollectorConfig{Self: e.cfg.Instance, Stale: s.stale, Logger: e.log})
 	if err == nil {
 		err = col.Start(cctx)
@@ -191,7 +195,11 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 			return nil, nil, false
 		}
 	}
-	parts := append(s.col.Latest(time.Now()), own)
+	// The collector reads with an ordered consumer, which the client
+	// makes again when it is lost, the stream deleted and made again
+	// included (TestScenarioShareSummariesDeleted).
+	others := s.col.Latest(time.Now())
+	parts := append(others, own)
 	if !s.ready {
 		have := map[string]bool{}
 		for _, p := range parts {
@@ -211,7 +219,7 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 		listed = ownSnap.Share.Listed
 	}
 	st, known, unread, rate, rateKnown, streams := mergeParts(now, parts, s.members.Owner, listed, s.known)
-	s.known, s.parts = known, len(parts)
+	s.known = known
 	s.agg.Combine(st, rate, rateKnown, streams)
 	return st, unread, true
 }

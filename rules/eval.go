@@ -123,7 +123,15 @@ type Evaluator struct {
 	sysRank   []int8
 	sysFiring []bool
 	members   map[string][]int
-	out       []Transition
+	// groupOf is each node's group, found once a tick rather than once
+	// per node rule.
+	groupOf []*snapshot.Group
+	// withAlerts holds the fingerprints of the rules with an alert at the
+	// tick's start: a node rule without one looks no node up in alerts
+	// unless its condition holds, which at thousands of nodes is most of
+	// its cost.
+	withAlerts map[string]bool
+	out        []Transition
 	// index finds a node's index by key; built at most once a tick, when a
 	// firing group or system incident needs its own nodes found.
 	index      map[snapshot.NodeKey]int
@@ -322,6 +330,20 @@ func (e *Evaluator) prepare(st *snapshot.State) {
 	clear(e.sysRank)
 	clear(e.sysFiring)
 	e.st, e.indexBuilt = st, false
+	if cap(e.groupOf) < len(st.Nodes) {
+		e.groupOf = make([]*snapshot.Group, len(st.Nodes))
+	}
+	e.groupOf = e.groupOf[:len(st.Nodes)]
+	for i := range st.Nodes {
+		e.groupOf[i] = st.GroupOf(&st.Nodes[i])
+	}
+	if e.withAlerts == nil {
+		e.withAlerts = map[string]bool{}
+	}
+	clear(e.withAlerts)
+	for k := range e.alerts {
+		e.withAlerts[k.rule] = true
+	}
 	for g, idx := range e.members {
 		e.members[g] = idx[:0]
 	}
@@ -338,6 +360,7 @@ func (e *Evaluator) prepare(st *snapshot.State) {
 }
 
 func (e *Evaluator) evalNodes(now time.Time, st *snapshot.State, r *Rule) {
+	lookup := e.withAlerts[r.Fingerprint]
 	env := &e.nodeEnv
 	env.System = &st.System
 	for i := range st.Nodes {
@@ -347,8 +370,8 @@ func (e *Evaluator) evalNodes(now time.Time, st *snapshot.State, r *Rule) {
 			e.freeze(key, []int{i})
 			continue
 		}
-		env.Node, env.Group = n, st.GroupOf(n)
-		a, when, ok := e.match(r, key, env)
+		env.Node, env.Group = n, e.groupOf[i]
+		a, when, ok := e.match(r, key, env, lookup)
 		if a == nil {
 			continue
 		}
@@ -371,6 +394,7 @@ func (e *Evaluator) evalNodes(now time.Time, st *snapshot.State, r *Rule) {
 }
 
 func (e *Evaluator) evalGroups(now time.Time, st *snapshot.State, r *Rule) {
+	lookup := e.withAlerts[r.Fingerprint]
 	env := &e.grpEnv
 	env.System = &st.System
 	for gi := range st.Groups {
@@ -382,7 +406,7 @@ func (e *Evaluator) evalGroups(now time.Time, st *snapshot.State, r *Rule) {
 			continue
 		}
 		env.Group = g
-		a, when, ok := e.match(r, key, env)
+		a, when, ok := e.match(r, key, env, lookup)
 		if a == nil {
 			continue
 		}
@@ -401,6 +425,7 @@ func (e *Evaluator) evalGroups(now time.Time, st *snapshot.State, r *Rule) {
 }
 
 func (e *Evaluator) evalSystem(now time.Time, st *snapshot.State, r *Rule) {
+	lookup := e.withAlerts[r.Fingerprint]
 	env := &e.sysEnv
 	env.System = &st.System
 	key := alertKey{rule: r.Fingerprint}
@@ -420,7 +445,7 @@ func (e *Evaluator) evalSystem(now time.Time, st *snapshot.State, r *Rule) {
 		e.freeze(key, idx)
 		return
 	}
-	a, when, ok := e.match(r, key, env)
+	a, when, ok := e.match(r, key, env, lookup)
 	if a == nil {
 		return
 	}
@@ -558,8 +583,13 @@ func anyWarming(st *snapshot.State, idx []int) bool {
 // match runs r's condition for one subject and returns the subject's alert,
 // made when the condition first holds; nil when there is nothing to track.
 // ok is false when the expression failed: the alert then keeps its state.
-func (e *Evaluator) match(r *Rule, key alertKey, env any) (a *alert, when, ok bool) {
-	a = e.alerts[key]
+// match evaluates r for key. lookup says whether r had any alert at the
+// tick's start (withAlerts): an alert made since is for another subject,
+// so without one there is none for key to find.
+func (e *Evaluator) match(r *Rule, key alertKey, env any, lookup bool) (a *alert, when, ok bool) {
+	if lookup {
+		a = e.alerts[key]
+	}
 	when, err := r.Match(&e.m, env)
 	if err != nil {
 		e.onError(r, key.subject(), err)

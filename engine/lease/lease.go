@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/happen-dev/happen/engine/internal/ttlbucket"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -179,30 +180,17 @@ func (l *Lease) Run(ctx context.Context) error {
 func (l *Lease) open(ctx context.Context) error {
 	octx, cancel := context.WithTimeout(ctx, l.period)
 	defer cancel()
-	kv, err := l.js.KeyValue(octx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = l.js.CreateKeyValue(octx, jetstream.KeyValueConfig{
-			Bucket:      Bucket,
-			Description: "happen engine leader lease",
-			History:     1,
-			TTL:         l.cfg.Period,
-			Replicas:    max(l.cfg.Replicas, 1),
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = l.js.KeyValue(octx, Bucket)
-		}
-	}
+	kv, ttl, err := ttlbucket.Open(octx, l.js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "happen engine leader lease",
+		History:     1,
+		TTL:         l.cfg.Period,
+		Replicas:    max(l.cfg.Replicas, 1),
+	}, "a lease there would never end")
 	if err != nil {
-		return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return err
 	}
-	st, err := kv.Status(octx)
-	if err != nil {
-		return fmt.Errorf("read KV bucket %s: %w", Bucket, err)
-	}
-	if st.TTL() <= 0 {
-		return fmt.Errorf("KV bucket %s has no TTL: a lease there would never end; delete it, or give it a TTL", Bucket)
-	}
-	l.kv, l.period = kv, st.TTL()
+	l.kv, l.period = kv, ttl
 	l.mu.Lock()
 	l.status.Period = l.period
 	l.mu.Unlock()

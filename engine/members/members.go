@@ -30,7 +30,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -40,6 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/happen-dev/happen/engine/internal/ttlbucket"
 	"github.com/happen-dev/happen/engine/lease"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -216,30 +216,17 @@ func (m *Members) Run(ctx context.Context) error {
 func (m *Members) open(ctx context.Context) error {
 	octx, cancel := context.WithTimeout(ctx, m.period)
 	defer cancel()
-	kv, err := m.js.KeyValue(octx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = m.js.CreateKeyValue(octx, jetstream.KeyValueConfig{
-			Bucket:      Bucket,
-			Description: "happen engines sharing the work (scale-out members)",
-			History:     1,
-			TTL:         m.cfg.Period,
-			Replicas:    max(m.cfg.Replicas, 1),
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = m.js.KeyValue(octx, Bucket)
-		}
-	}
+	kv, ttl, err := ttlbucket.Open(octx, m.js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "happen engines sharing the work (scale-out members)",
+		History:     1,
+		TTL:         m.cfg.Period,
+		Replicas:    max(m.cfg.Replicas, 1),
+	}, "a member that vanished would stay listed")
 	if err != nil {
-		return fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return err
 	}
-	st, err := kv.Status(octx)
-	if err != nil {
-		return fmt.Errorf("read KV bucket %s: %w", Bucket, err)
-	}
-	if st.TTL() <= 0 {
-		return fmt.Errorf("KV bucket %s has no TTL: a member that vanished would stay listed; delete it, or give it a TTL", Bucket)
-	}
-	m.kv, m.period = kv, st.TTL()
+	m.kv, m.period = kv, ttl
 	m.mu.Lock()
 	m.status.Period = m.period
 	m.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"github.com/happen-dev/happen/engine"
 	"github.com/happen-dev/happen/engine/action"
 	"github.com/happen-dev/happen/engine/lease"
+	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/rules"
 	"github.com/happen-dev/happen/sdk/events"
@@ -42,14 +43,27 @@ func (w *world) startHADispatch(id string, period time.Duration, disp action.Dis
 // startHAWith is startHA with its own rules and dispatcher.
 func (w *world) startHAWith(id string, period time.Duration, set *rules.Set, disp action.Dispatcher) *haEngine {
 	w.t.Helper()
+	return w.startElecting(id, period, set, disp, false)
+}
+
+// startElecting runs an engine with a lease of period on its own
+// connection; with share, it also shares the streams, its membership of
+// the same period.
+func (w *world) startElecting(id string, period time.Duration, set *rules.Set, disp action.Dispatcher, share bool) *haEngine {
+	w.t.Helper()
 	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if os.Getenv("HAPPEN_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("engine", id)
 	}
-	l := lease.New(testutil.JetStream(w.t, nc), lease.Config{Identity: id, Period: period, Logger: log})
+	js := testutil.JetStream(w.t, nc)
+	cfg := engine.Config{Interval: time.Second, Instance: id, Logger: log, Dispatcher: disp,
+		Lease: lease.New(js, lease.Config{Identity: id, Period: period, Logger: log})}
+	if share {
+		cfg.Members = members.New(js, members.Config{Identity: id, Period: period, Logger: log})
+	}
 	h := &haEngine{id: id, nc: nc, done: make(chan struct{})}
-	h.eng = engine.New(nc, set, engine.Config{Interval: time.Second, Instance: id, Lease: l, Logger: log, Dispatcher: disp})
+	h.eng = engine.New(nc, set, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() {

@@ -3,19 +3,15 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/happen-dev/happen/engine"
-	"github.com/happen-dev/happen/engine/lease"
 	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/sdk/events"
-	"github.com/nats-io/nats.go"
 )
 
 // shareStreams are the streams of shareWorld, one node on each.
@@ -42,26 +38,7 @@ func shareWorld(t *testing.T) *world {
 // membership of period, on its own connection.
 func (w *world) startShare(id string, period time.Duration) *haEngine {
 	w.t.Helper()
-	nc := testutil.Connect(w.t, w.url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if os.Getenv("HAPPEN_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("engine", id)
-	}
-	js := testutil.JetStream(w.t, nc)
-	l := lease.New(js, lease.Config{Identity: id, Period: period, Logger: log})
-	m := members.New(js, members.Config{Identity: id, Period: period, Logger: log})
-	h := &haEngine{id: id, nc: nc, done: make(chan struct{})}
-	h.eng = engine.New(nc, defaultSet(w.t), engine.Config{Interval: time.Second, Instance: id, Lease: l, Members: m, Logger: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() {
-		defer close(h.done)
-		if err := h.eng.Run(ctx); err != nil {
-			w.t.Errorf("engine %s: %v", id, err)
-		}
-	}()
-	w.t.Cleanup(func() { cancel(); <-h.done })
-	return h
+	return w.startElecting(id, period, defaultSet(w.t), nil, true)
 }
 
 // shareLeader waits until one of hs leads, sees every node of shareWorld

@@ -269,17 +269,26 @@ func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string,
 		}
 	}
 	st = &flow.State{At: now, Nodes: make([]flow.Node, 0, n)}
+	// A stream's nodes are a run in each summary holding them, and only
+	// one summary's run is kept: runs, taken stream by stream, keep the
+	// key order, and move in one copy each.
 	for len(heads) > 0 {
 		m := 0
 		for h := 1; h < len(heads); h++ {
-			if flow.CompareKeys(heads[h].nodes[0].Key, heads[m].nodes[0].Key) < 0 {
+			if heads[h].nodes[0].Key.Stream < heads[m].nodes[0].Key.Stream {
 				m = h
 			}
 		}
-		if nd := &heads[m].nodes[0]; from[nd.Key.Stream] == heads[m].member {
-			st.Nodes = append(st.Nodes, *nd)
+		nodes := heads[m].nodes
+		stream := nodes[0].Key.Stream
+		end := 1
+		for end < len(nodes) && nodes[end].Key.Stream == stream {
+			end++
 		}
-		if heads[m].nodes = heads[m].nodes[1:]; len(heads[m].nodes) == 0 {
+		if from[stream] == heads[m].member {
+			st.Nodes = append(st.Nodes, nodes[:end]...)
+		}
+		if heads[m].nodes = nodes[end:]; len(heads[m].nodes) == 0 {
 			heads = slices.Delete(heads, m, m+1)
 		}
 	}

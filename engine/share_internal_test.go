@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -94,5 +95,40 @@ func TestMergeParts(t *testing.T) {
 				t.Fatalf("known next %v, want %v", next, want)
 			}
 		})
+	}
+}
+
+// BenchmarkMergeParts30k is the leader's merge at 30,000 nodes: three
+// summaries of 10,000 on 100 streams.
+func BenchmarkMergeParts30k(b *testing.B) {
+	var parts []*summary.Part
+	owners := map[string]string{}
+	var listed []string
+	for m, member := range []string{"a", "b", "c"} {
+		p := &summary.Part{Member: member}
+		for s := m; s < 100; s += 3 {
+			name := fmt.Sprintf("S%03d", s)
+			owners[name] = member
+			p.Owned = append(p.Owned, name)
+			for c := range 300 {
+				k := flow.NodeKey{Stream: name, Consumer: fmt.Sprintf("c%05d", c)}
+				p.Nodes = append(p.Nodes, flow.Node{Key: k, Stream: k.Stream, Consumer: k.Consumer})
+			}
+		}
+		parts = append(parts, p)
+	}
+	for name := range owners {
+		listed = append(listed, name)
+	}
+	slices.Sort(listed)
+	owner := func(s string) string { return owners[s] }
+	var known []flow.NodeKey
+	b.ReportAllocs()
+	for b.Loop() {
+		var st *flow.State
+		st, known, _, _, _, _ = mergeParts(time.Unix(0, 0), parts, owner, listed, known)
+		if len(st.Nodes) != 30000 {
+			b.Fatalf("%d nodes", len(st.Nodes))
+		}
 	}
 }

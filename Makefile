@@ -41,10 +41,11 @@ vet:
 
 ## bench: the benchmarks quoted in docs/performance.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/
+	$(GO) test -run '^$$' -bench . -benchmem ./engine/flow/ ./rules/ ./engine/sampler/ ./engine/plugins/ ./engine/summary/
 
 ## bench-scale: the engine's cost watching 1,000 and 10,000 consumers (a few minutes;
-## ARGS="-o markdown" for docs/performance.md, ARGS="--help" for the flags)
+## ARGS="-o markdown" for docs/performance.md, ARGS="--consumers 30000 --engines 3" for
+## engines sharing the streams, ARGS="--help" for the flags)
 bench-scale:
 	$(GO) run ./cmd/bench-scale $(ARGS)
 

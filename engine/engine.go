@@ -111,6 +111,7 @@ type Engine struct {
 	// savedTimers are the rule timers last written to the state bucket;
 	// timersTooMany says the last ones did not fit a message (state.go).
 	savedTimers   []rules.Timer
+	timersUnknown bool // what the bucket holds could not be read: write the next timers whatever they are
 	timersTooMany bool
 	share         *share          // nil unless the streams are shared (share.go)
 	owned         atomic.Int64    // streams this engine owned at the last tick, when shared

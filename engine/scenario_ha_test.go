@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -348,25 +349,7 @@ func TestScenarioHAPendingForCarriesOver(t *testing.T) {
 	t.Parallel()
 	const period = time.Second
 	const wait = 16 * time.Second
-	rs, err := rules.Parse("slow.yaml", []byte(`
-version: 1
-name: slow
-rules:
-  - name: slow-failure
-    when: node.stalled && node.arrivalRate > 0
-    resolve: "!node.stalled"
-    for: 16s
-    emit: node.down
-    pattern: node-failure
-    level: critical
-`), rules.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := rules.NewSet(rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	set := slowFailure(t)
 	w := haWorld(t)
 	hs := []*haEngine{w.startHAWith("a", period, set, nil), w.startHAWith("b", period, set, nil)}
 	leader := w.waitLeader(hs)
@@ -397,5 +380,70 @@ rules:
 	// after the stall; carried over, about wait after it.
 	if d := fired.Sub(stalled); d > wait+wait/3 {
 		t.Fatalf("node.down %v after the stall: the pending alert started over at the takeover", d)
+	}
+}
+
+// slowFailure is a ruleset whose one rule waits 16s before it fires.
+func slowFailure(t *testing.T) *rules.Set {
+	t.Helper()
+	rs, err := rules.Parse("slow.yaml", []byte(`
+version: 1
+name: slow
+rules:
+  - name: slow-failure
+    when: node.stalled && node.arrivalRate > 0
+    resolve: "!node.stalled"
+    for: 16s
+    emit: node.down
+    pattern: node-failure
+    level: critical
+`), rules.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.NewSet(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// A pending alert carried over a takeover ends on the new leader (the node
+// recovers before its for): the new leader clears the timers in the state
+// bucket, so a later takeover does not restore the stale one, which would
+// fire at once.
+func TestScenarioHATimersClearedAfterTakeover(t *testing.T) {
+	t.Parallel()
+	const period = time.Second
+	set := slowFailure(t)
+	w := haWorld(t)
+	hs := []*haEngine{w.startHAWith("a", period, set, nil), w.startHAWith("b", period, set, nil)}
+	leader := w.waitLeader(hs)
+	w.ticks(10)
+
+	kv, err := w.js.KeyValue(context.Background(), engine.StateBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timers := func() string {
+		e, err := kv.Get(context.Background(), "timers")
+		if err != nil {
+			return ""
+		}
+		return string(e.Value())
+	}
+	w.worker("eu-1").Kill()
+	testutil.Eventually(t, 20*time.Second, func() bool { return strings.Contains(timers(), `"pending"`) },
+		"the pending alert saved in the state bucket")
+	leader.kill()
+	testutil.Eventually(t, 5*period, func() bool {
+		n, l := leaderOf(hs)
+		return n == 1 && l != leader
+	}, "a new leader")
+	w.worker("eu-1").Start()
+	testutil.Eventually(t, 20*time.Second, func() bool { return !strings.Contains(timers(), `"pending"`) },
+		"the ended alert cleared from the state bucket by the new leader; it holds %s", timers())
+	if evs := w.all(); len(evs) != 0 {
+		t.Fatalf("the alert never fired, yet: %s", summary(evs))
 	}
 }

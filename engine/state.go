@@ -194,9 +194,17 @@ func (e *Engine) restore(ctx context.Context, now time.Time, st *flow.State, sna
 	if len(ended) > 0 {
 		e.emit(ctx, ended, st)
 	}
-	if ts, err := e.store.loadTimers(rctx); err != nil {
+	// What the bucket holds is what the next save compares with: timers
+	// restored here that end at once must be cleared there, or a later
+	// takeover would restore them again, long stale.
+	ts, err := e.store.loadTimers(rctx)
+	if err != nil {
 		e.log.Warn("rule timers not restored; pending alerts start their for again", "error", err)
-	} else if n := e.eval.RestoreTimers(ts); n > 0 {
+		e.timersUnknown = true
+		return
+	}
+	e.savedTimers, e.timersUnknown = ts, false
+	if n := e.eval.RestoreTimers(ts); n > 0 {
 		e.log.Info("rule timers restored", "timers", n)
 	}
 }
@@ -300,7 +308,7 @@ func (e *Engine) saveTimers(ctx context.Context, now time.Time) {
 		return
 	}
 	ts := e.eval.Timers(now)
-	if slices.EqualFunc(ts, e.savedTimers, sameTimer) {
+	if !e.timersUnknown && slices.EqualFunc(ts, e.savedTimers, sameTimer) {
 		return
 	}
 	b, err := json.Marshal(ts)
@@ -321,7 +329,7 @@ func (e *Engine) saveTimers(ctx context.Context, now time.Time) {
 		e.log.Warn("rule timers not saved; a takeover would start their for again", "bucket", StateBucket, "error", err)
 		return
 	}
-	e.savedTimers = ts
+	e.savedTimers, e.timersUnknown = ts, false
 }
 
 func sameTimer(a, b rules.Timer) bool {

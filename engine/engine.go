@@ -220,7 +220,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.share != nil {
 		waitMembers := e.followMembers(lctx)
 		defer waitMembers() // leaves the members for the others to take its streams at once
-		defer e.share.stop()
+		defer e.share.reset()
 	}
 	stopAPI := e.startAPI() // answers happen status and happen events until Run returns
 	defer stopAPI()
@@ -329,12 +329,14 @@ func (e *Engine) Tick(ctx context.Context) {
 
 	st := e.tracker.Update(snap)
 	now := snap.At
-	lead := e.checkRole(ctx, now)
+	lead := e.checkRole(now)
 	seen := &snap // what exists, for restoring incidents
 	if e.share != nil {
 		if snap.Share != nil {
 			e.owned.Store(int64(len(snap.Share.Owned)))
 		}
+		// The leader publishes its own share too: whoever leads next
+		// reads it at once instead of waiting for it to be sampled again.
 		own := e.publishShare(ctx, st, &snap)
 		if lead {
 			all, unread, ok := e.combine(ctx, own, &snap, now)

@@ -50,7 +50,7 @@ func (e *Engine) followLease(ctx context.Context) (wait func()) {
 
 // checkRole notes a change of role at the tick. It returns whether this
 // engine leads for the tick.
-func (e *Engine) checkRole(ctx context.Context, now time.Time) bool {
+func (e *Engine) checkRole(now time.Time) bool {
 	lead := e.leading()
 	if lead == e.led {
 		return lead
@@ -60,7 +60,7 @@ func (e *Engine) checkRole(ctx context.Context, now time.Time) bool {
 		return lead
 	}
 	if e.share != nil {
-		e.share.lead(ctx, e, lead)
+		e.share.reset() // a new tenure reads the summaries afresh (combine)
 	}
 	st := e.cfg.Lease.Status()
 	if lead {

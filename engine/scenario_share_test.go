@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/happen-dev/happen/engine"
+	"github.com/happen-dev/happen/engine/flow"
 	"github.com/happen-dev/happen/engine/members"
 	"github.com/happen-dev/happen/internal/testutil"
 	"github.com/happen-dev/happen/sdk/events"
@@ -320,11 +321,14 @@ func TestScenarioShareSummariesDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleted := time.Now()
-	// Some ticks without the others' summaries first, so the leader
-	// notices; then all of them again.
+	// A summary counts for two missed samples and the one in flight after
+	// it arrived (the engine's stale), and the status is up to a tick old:
+	// past both, every summary the leader shows arrived after the deletion.
+	const interval = time.Second
+	past := flow.BlindReset(interval) + interval + 2*interval
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		st := leader.eng.Status()
-		return time.Since(deleted) > 3*time.Second && len(st.Nodes) == len(shareStreams) && len(st.Unobserved) == 0
+		return time.Since(deleted) > past && len(st.Nodes) == len(shareStreams) && len(st.Unobserved) == 0
 	}, "every node judged again after the summaries' stream was deleted")
 	t.Logf("every node judged again %v after the deletion", time.Since(deleted).Round(100*time.Millisecond))
 	w.quietFor(5, "flow after the summaries' stream came back")

@@ -84,19 +84,15 @@ func newShare(js jetstream.JetStream, m *members.Members, cfg *Config) *share {
 func (e *Engine) publishShare(ctx context.Context, st *flow.State, snap *flow.Snapshot) *summary.Part {
 	s := e.share
 	s.seq++
-	rate, known, streams := e.tracker.StreamTotals()
 	p := &summary.Part{
-		Member:      e.cfg.Instance,
-		Seq:         s.seq,
-		At:          snap.At,
-		PublishRate: rate,
-		RateKnown:   known,
-		Streams:     streams,
-		Nodes:       st.Nodes,
-		Unobserved:  st.Unobserved,
+		Member:     e.cfg.Instance,
+		Seq:        s.seq,
+		At:         snap.At,
+		Nodes:      st.Nodes,
+		Unobserved: st.Unobserved,
 	}
 	if snap.Share != nil {
-		p.Owned, p.Listed = snap.Share.Owned, snap.Share.Listed
+		p.Owned = snap.Share.Owned
 	}
 	now := time.Now()
 	if !s.streamOK && now.Before(s.retryAt) {
@@ -135,18 +131,21 @@ func (e *Engine) publishShare(ctx context.Context, st *flow.State, snap *flow.Sn
 	return p
 }
 
-// lead starts or stops reading the others' summaries as this engine gains
-// or loses the lead.
-func (s *share) lead(ctx context.Context, e *Engine, on bool) {
+// reset forgets what a tenure read of the summaries: on every change of
+// role, and when Run returns. A new tenure starts reading in combine.
+func (s *share) reset() {
 	if s.col != nil {
 		s.stopCol()
 		s.col.Stop()
 		s.col, s.stopCol = nil, nil
 	}
 	s.ready, s.known = false, nil
-	if !on {
-		return
-	}
+}
+
+// start begins reading the others' summaries for a tenure; on failure it
+// is tried again at the next tick, and the engine judges nothing meanwhile.
+func (s *share) start(ctx context.Context, e *Engine) {
+	s.reset()
 	s.leadSince = time.Now()
 	cctx, cancel := context.WithCancel(ctx)
 	// A leader elected before any member published makes the stream
@@ -160,7 +159,6 @@ func (s *share) lead(ctx context.Context, e *Engine, on bool) {
 	}
 	if err != nil {
 		cancel()
-		// Tried again next tick; meanwhile the engine judges nothing.
 		if !s.colFail {
 			e.log.Error("cannot read the members' summaries; judging nothing until it can", "stream", summary.Stream, "error", err)
 		}
@@ -174,15 +172,6 @@ func (s *share) lead(ctx context.Context, e *Engine, on bool) {
 	s.col, s.stopCol = col, cancel
 }
 
-// stop ends what the share runs; Run calls it on the way out.
-func (s *share) stop() {
-	if s.col != nil {
-		s.stopCol()
-		s.col.Stop()
-		s.col = nil
-	}
-}
-
 // combine returns the flow over every member's nodes, own included, with
 // the streams no fresh summary covers (their nodes unobserved). It returns
 // false while a new leader waits for the members' summaries: judging before
@@ -190,7 +179,7 @@ func (s *share) stop() {
 func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.Snapshot, now time.Time) (*flow.State, []string, bool) {
 	s := e.share
 	if s.col == nil {
-		s.lead(ctx, e, true)
+		s.start(ctx, e)
 		if s.col == nil {
 			return nil, nil, false
 		}
@@ -218,8 +207,12 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 	if ownSnap.Share != nil {
 		listed = ownSnap.Share.Listed
 	}
-	st, known, unread, rate, rateKnown, streams := mergeParts(now, parts, s.members.Owner, listed, s.known)
+	st, known, unread := mergeParts(now, parts, s.members.Owner, listed, s.known)
 	s.known = known
+	// Every engine samples every stream itself (only the consumers are
+	// shared), so this engine's own streams are the system's, counted
+	// once whatever the members' views during a handover.
+	rate, rateKnown, streams := e.tracker.StreamTotals()
 	s.agg.Combine(st, rate, rateKnown, streams)
 	return st, unread, true
 }
@@ -229,9 +222,9 @@ func (e *Engine) combine(ctx context.Context, own *summary.Part, ownSnap *flow.S
 // known (the last merge's nodes, sorted), the nodes that left. owner names
 // a stream's owner by this engine's view of the members; listed is the
 // streams this engine's own tick listed, sorted. It returns the state
-// without groups and system, the keys to pass as known next time, the
-// listed streams no summary covers, and the streams' totals.
-func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string, listed []string, known []flow.NodeKey) (st *flow.State, next []flow.NodeKey, unread []string, rate float64, rateKnown bool, streams int) {
+// without groups and system, the keys to pass as known next time, and the
+// listed streams no summary covers.
+func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string, listed []string, known []flow.NodeKey) (st *flow.State, next []flow.NodeKey, unread []string) {
 	// Each stream's nodes come from one summary: its owner's by this
 	// engine's view of the members, else the first that sampled it (views
 	// differ for a moment after a join or a leave).
@@ -253,9 +246,6 @@ func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string,
 	}
 	heads := make([]head, 0, len(parts))
 	for _, p := range parts {
-		rate += p.PublishRate
-		rateKnown = rateKnown || p.RateKnown
-		streams += p.Streams
 		n += len(p.Nodes)
 		if nodes := p.Nodes; len(nodes) > 0 {
 			byKey := func(a, b flow.Node) int { return flow.CompareKeys(a.Key, b.Key) }
@@ -329,7 +319,7 @@ func mergeParts(now time.Time, parts []*summary.Part, owner func(string) string,
 			unread = append(unread, name)
 		}
 	}
-	return st, cur, unread, rate, rateKnown, streams
+	return st, cur, unread
 }
 
 // registerShareMetrics exposes the sharing: the live members, the streams

@@ -38,18 +38,16 @@ func TestMergeParts(t *testing.T) {
 		unobserved []flow.NodeKey
 		left       []flow.NodeKey
 		unread     []string
-		streams    int
 	}{{
 		name: "three members, merged in key order",
 		parts: []*summary.Part{
-			{Member: "a", Owned: []string{"A"}, Streams: 1, Nodes: nodesOf(keys("A", "x", "A", "y"))},
-			{Member: "b", Owned: []string{"B", "D"}, Streams: 2, Nodes: nodesOf(keys("B", "a", "D", "z")), Unobserved: keys("B", "q")},
-			{Member: "c", Owned: []string{"C"}, Streams: 1, Nodes: nodesOf(keys("C", "m"))},
+			{Member: "a", Owned: []string{"A"}, Nodes: nodesOf(keys("A", "x", "A", "y"))},
+			{Member: "b", Owned: []string{"B", "D"}, Nodes: nodesOf(keys("B", "a", "D", "z")), Unobserved: keys("B", "q")},
+			{Member: "c", Owned: []string{"C"}, Nodes: nodesOf(keys("C", "m"))},
 		},
 		nodes:      keys("A", "x", "A", "y", "B", "a", "C", "m", "D", "z"),
 		unobserved: keys("B", "q"),
 		unread:     []string{"E"},
-		streams:    4,
 	}, {
 		name: "a stream two members sampled: the owner's nodes",
 		parts: []*summary.Part{
@@ -78,7 +76,7 @@ func TestMergeParts(t *testing.T) {
 		unread: []string{"C", "D", "E"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, next, unread, _, _, streams := mergeParts(time.Unix(0, 0), tc.parts, owner, listed, tc.known)
+			st, next, unread := mergeParts(time.Unix(0, 0), tc.parts, owner, listed, tc.known)
 			var got []flow.NodeKey
 			for _, n := range st.Nodes {
 				got = append(got, n.Key)
@@ -86,8 +84,8 @@ func TestMergeParts(t *testing.T) {
 			if !slices.Equal(got, tc.nodes) || !slices.Equal(st.Unobserved, tc.unobserved) || !slices.Equal(st.Left, tc.left) {
 				t.Fatalf("nodes %v, unobserved %v, left %v\nwant %v, %v, %v", got, st.Unobserved, st.Left, tc.nodes, tc.unobserved, tc.left)
 			}
-			if !slices.Equal(unread, tc.unread) || streams != tc.streams {
-				t.Fatalf("unread %v, streams %d; want %v, %d", unread, streams, tc.unread, tc.streams)
+			if !slices.Equal(unread, tc.unread) {
+				t.Fatalf("unread %v, want %v", unread, tc.unread)
 			}
 			want := slices.Concat(tc.nodes, tc.unobserved)
 			slices.SortFunc(want, flow.CompareKeys)
@@ -126,7 +124,7 @@ func BenchmarkMergeParts30k(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var st *flow.State
-		st, known, _, _, _, _ = mergeParts(time.Unix(0, 0), parts, owner, listed, known)
+		st, known, _ = mergeParts(time.Unix(0, 0), parts, owner, listed, known)
 		if len(st.Nodes) != 30000 {
 			b.Fatalf("%d nodes", len(st.Nodes))
 		}

@@ -400,19 +400,7 @@ func TestEngineHotReload(t *testing.T) {
 	}
 
 	// Detection keeps working on the rules in force.
-	js := testutil.JetStream(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}})
-	for _, id := range []string{"a", "b"} {
-		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wa := testutil.StartWorker(t, p.natsURL, "ORDERS", "a")
-	testutil.StartWorker(t, p.natsURL, "ORDERS", "b")
-	testutil.StartPublisher(t, p.natsURL, "orders", 20)
-	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+	wa := ordersWorkload(t, p.natsURL)
 	wa.Kill()
 	var down events.NodeDown
 	waitType(events.TypeNodeDown, 1).Decode(&down)
@@ -434,25 +422,10 @@ func TestEngineHotReload(t *testing.T) {
 // built-in rules' alerting action and the docs' example plugin run in their
 // real plugin processes, and the resolve delivered when the node comes back.
 func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
-	var mu sync.Mutex
-	var posts []events.Envelope
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var env events.Envelope
-		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
-			t.Errorf("webhook body: %v", err)
-		}
-		mu.Lock()
-		posts = append(posts, env)
-		mu.Unlock()
-	}))
-	defer hook.Close()
+	hook := newWebhook(t)
 	posted := func(typ string) *events.Envelope {
-		mu.Lock()
-		defer mu.Unlock()
-		for i := range posts {
-			if posts[i].Type == typ {
-				return &posts[i]
-			}
+		if got := hook.ofType(typ); len(got) > 0 {
+			return &got[0]
 		}
 		return nil
 	}
@@ -472,21 +445,7 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := testutil.JetStream(t, nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []string{"a", "b"} {
-		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wa := testutil.StartWorker(t, p.natsURL, "ORDERS", "a")
-	testutil.StartWorker(t, p.natsURL, "ORDERS", "b")
-	testutil.StartPublisher(t, p.natsURL, "orders", 20)
-	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+	wa := ordersWorkload(t, p.natsURL)
 
 	wa.Kill()
 	testutil.Eventually(t, 30*time.Second, func() bool { return posted(events.TypeNodeDown) != nil },
@@ -517,7 +476,7 @@ func TestEngineRunsPluginActionsEndToEnd(t *testing.T) {
 	}
 	kctx, kcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer kcancel()
-	kv, err := js.KeyValue(kctx, "happen_incidents")
+	kv, err := testutil.JetStream(t, nc).KeyValue(kctx, "happen_incidents")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,4 +531,64 @@ func TestEngineStartedBeforeNATS(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("engine did not stop on SIGINT")
 	}
+}
+
+// webhook records the envelopes the alerting plugin POSTs to its URL.
+type webhook struct {
+	URL   string
+	mu    sync.Mutex
+	posts []events.Envelope
+}
+
+func newWebhook(t *testing.T) *webhook {
+	t.Helper()
+	h := &webhook{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var env events.Envelope
+		if err := json.NewDecoder(r.Body).Decode(&env); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		h.mu.Lock()
+		h.posts = append(h.posts, env)
+		h.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	h.URL = srv.URL
+	return h
+}
+
+// ofType returns the envelopes of type typ posted so far.
+func (h *webhook) ofType(typ string) []events.Envelope {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []events.Envelope
+	for _, e := range h.posts {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ordersWorkload makes the stream ORDERS with nodes a and b, each worked
+// by a worker, and 20 msgs/s published, and waits until a consumes. It
+// returns a's worker, for a test to kill.
+func ordersWorkload(t *testing.T, url string) *testutil.Worker {
+	t.Helper()
+	js := testutil.JetStream(t, testutil.Connect(t, url))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, "ORDERS", jetstream.ConsumerConfig{Durable: id, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wa := testutil.StartWorker(t, url, "ORDERS", "a")
+	testutil.StartWorker(t, url, "ORDERS", "b")
+	testutil.StartPublisher(t, url, "orders", 20)
+	testutil.Eventually(t, 15*time.Second, func() bool { return wa.Acks() > 50 }, "worker a consumes")
+	return wa
 }

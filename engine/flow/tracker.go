@@ -370,8 +370,9 @@ func (t *Tracker) Update(s Snapshot) *State {
 
 // StreamTotals returns what the last update read of its streams: their
 // summed publish rate, whether any had a rate, and how many were sampled.
-// An engine sharing the streams with others sends these with its nodes, so
-// the one judging the whole system can add them up (Aggregator).
+// A leader combining the nodes of engines that share the consumers takes
+// the system's from its own tracker, which samples every stream
+// (Aggregator).
 func (t *Tracker) StreamTotals() (pubRate float64, anyRate bool, streams int) {
 	return t.pubRate, t.anyRate, t.nStreams
 }

@@ -609,15 +609,13 @@ func weight(seed uint64, stream string) uint64 {
 // when members is empty. The result does not depend on the order of
 // members, and is the same in every process and on every platform.
 func Rendezvous(stream string, members []string) string {
-	var best string
-	var bw uint64
-	for i, m := range members {
-		w := weight(seed(m), stream)
-		if i == 0 || w > bw || w == bw && m < best {
-			best, bw = m, w
-		}
+	names := slices.Clone(members)
+	slices.Sort(names)
+	v := newView(names, "")
+	if i := v.pick(stream); i >= 0 {
+		return names[i]
 	}
-	return best
+	return ""
 }
 
 // keyPrefix marks a key that encodes a member name in hex. A name that is

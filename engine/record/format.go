@@ -297,31 +297,12 @@ func appendSnapshot(b []byte, s *flow.Snapshot) []byte {
 		b = append(b, ']')
 	}
 	if len(s.UnobservedStreams) > 0 {
-		b = append(b, `,"us":[`...)
-		for i, name := range s.UnobservedStreams {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, name)
-		}
-		b = append(b, ']')
+		b = appendStrings(append(b, `,"us":`...), s.UnobservedStreams)
 	}
 	if s.Share != nil {
-		b = append(b, `,"sh":{"l":[`...)
-		for i, name := range s.Share.Listed {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, name)
-		}
-		b = append(b, `],"o":[`...)
-		for i, name := range s.Share.Owned {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, name)
-		}
-		b = append(b, ']', '}')
+		b = appendStrings(append(b, `,"sh":{"l":`...), s.Share.Listed)
+		b = appendStrings(append(b, `,"o":`...), s.Share.Owned)
+		b = append(b, '}')
 	}
 	// Signals are small and most ticks have none but the flag: plain
 	// encoding/json costs nothing worth writing by hand.
@@ -333,6 +314,18 @@ func appendSnapshot(b []byte, s *flow.Snapshot) []byte {
 		}
 	}
 	return append(b, '}', '\n')
+}
+
+// appendStrings appends names as a JSON array.
+func appendStrings(b []byte, names []string) []byte {
+	b = append(b, '[')
+	for i, name := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, name)
+	}
+	return append(b, ']')
 }
 
 // appendConsumer appends the consumerLine of c, fields in its order.

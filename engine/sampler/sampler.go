@@ -84,8 +84,8 @@ type Config struct {
 	Account string
 	// Owns, if set, says which streams are this sampler's to read when
 	// several engines share the work: the others are listed (their names
-	// go to Snapshot.Share) but their consumers are neither read nor
-	// reported. It is called for every stream every tick, from the
+	// go to Snapshot.Share, their samples to Snapshot.Streams) but their
+	// consumers are neither read nor reported. It is called for every stream every tick, from the
 	// sampling goroutine; nil means every stream.
 	Owns func(stream string) bool
 }
@@ -280,11 +280,11 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	if !s.nc.IsConnected() {
 		return flow.Snapshot{}, fmt.Errorf("list streams: not connected to NATS (connection %s)", s.nc.Status())
 	}
-	streams, missing, results, ok := s.sampleJSZ(ctx, start)
+	streams, missing, results, viaJSZ := s.sampleJSZ(ctx, start)
 	if err := ctx.Err(); errors.Is(err, context.Canceled) {
 		return flow.Snapshot{}, fmt.Errorf("sample through system access: %w", err)
 	}
-	if !ok {
+	if !viaJSZ {
 		var err error
 		streams, missing, err = s.listStreams(ctx, start)
 		if err != nil {
@@ -326,8 +326,10 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 	for i := range results {
 		r := &results[i]
 		si := &streams[i]
-		if s.cfg.Owns != nil && r.state != notMine && r.state != gone && !s.cfg.Owns(r.name) {
-			r.state, r.listedAt = notMine, time.Now() // read through system access, or the owner changed meanwhile
+		if viaJSZ && s.cfg.Owns != nil && r.state != gone && !s.cfg.Owns(r.name) {
+			// A server's report holds every stream; listing asked only
+			// for this sampler's (listConsumers).
+			r.state, r.listedAt = notMine, time.Now()
 		}
 		s.noteFailure(r)
 		s.base = append(s.base, len(snap.Consumers))
@@ -338,7 +340,15 @@ func (s *Sampler) Sample(ctx context.Context) (flow.Snapshot, error) {
 			}
 		}
 		switch r.state {
-		case gone, notMine:
+		case gone:
+			continue
+		case notMine:
+			// Another engine reads its consumers, but every engine keeps
+			// every stream's sample: the system's publish rate is over all
+			// of them, and the leader computes it from its own tick.
+			if !isInternal(r.name) {
+				snap.Streams = append(snap.Streams, streamSample(r.name, si))
+			}
 			continue
 		case failed:
 			snap.UnobservedStreams = append(snap.UnobservedStreams, r.name)

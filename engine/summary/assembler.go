@@ -96,30 +96,22 @@ func assemble(chunks map[uint32]*chunk, count uint32) *Part {
 		// One chunk: its lists are the Part's, copied no further.
 		return &Part{
 			Member: first.member, Seq: first.seq, At: first.at,
-			PublishRate: first.publishRate, RateKnown: first.rateKnown, Streams: first.streams,
-			Owned: first.owned, Listed: first.listed, Nodes: first.nodes, Unobserved: first.unobserved,
+			Owned: first.owned, Nodes: first.nodes, Unobserved: first.unobserved,
 		}
 	}
 	p := &Part{
-		Member:      first.member,
-		Seq:         first.seq,
-		At:          first.at,
-		PublishRate: first.publishRate,
-		RateKnown:   first.rateKnown,
-		Streams:     first.streams,
+		Member: first.member,
+		Seq:    first.seq,
+		At:     first.at,
 	}
-	var no, nl, nn, nu int
+	var no, nn, nu int
 	for _, c := range chunks {
 		no += len(c.owned)
-		nl += len(c.listed)
 		nn += len(c.nodes)
 		nu += len(c.unobserved)
 	}
 	if no > 0 {
 		p.Owned = make([]string, 0, no)
-	}
-	if nl > 0 {
-		p.Listed = make([]string, 0, nl)
 	}
 	if nn > 0 {
 		p.Nodes = make([]snapshot.Node, 0, nn)
@@ -130,7 +122,6 @@ func assemble(chunks map[uint32]*chunk, count uint32) *Part {
 	for i := range count {
 		c := chunks[i]
 		p.Owned = append(p.Owned, c.owned...)
-		p.Listed = append(p.Listed, c.listed...)
 		p.Nodes = append(p.Nodes, c.nodes...)
 		p.Unobserved = append(p.Unobserved, c.unobserved...)
 	}

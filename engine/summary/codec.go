@@ -10,19 +10,17 @@ import (
 	"github.com/happen-dev/happen/rules/snapshot"
 )
 
-// The chunk format, version 2. Every chunk decodes on its own:
+// The chunk format, version 3. Every chunk decodes on its own:
 //
 //	version   byte
 //	member    uvarint length, bytes
 //	seq       uvarint
-//	flags     uvarint: flagRateKnown, flagAt
+//	flags     uvarint: flagAt
 //	at        varint unix nanos, only with flagAt
 //	index     4 bytes big endian (fixed width so the header's size is known
 //	count     4 bytes big endian  before the chunk count is)
 //	nodes     4 bytes big endian: node records in this chunk, so a decoder
 //	          allocates them once
-//	rate      8 bytes little endian IEEE bits: PublishRate
-//	streams   varint
 //	records   until the end: a tag byte, then the record
 //
 // Strings marked "ref" go through a per-chunk string table: uvarint 0 is
@@ -37,18 +35,19 @@ import (
 // bools packed into one uvarint, StallOnset (varint unix nanos), the ints
 // (zigzag varints) and the floats (8 bytes little endian IEEE bits, so
 // they round-trip exactly, -0 and NaN included).
-const version = 2
+const version = 3
 
 const (
-	recOwned      byte = 1 // string
-	recListed     byte = 2 // string
+	recOwned byte = 1 // string
+	// 2 was the listed streams of version 2: the leader lists them itself.
 	recNode       byte = 3 // node record
 	recUnobserved byte = 4 // stream (ref), consumer
 )
 
 const (
-	flagRateKnown = 1 << 0
-	flagAt        = 1 << 1
+	// 1 << 0 was flagRateKnown of version 2: the leader sums the streams'
+	// rates from its own tick now.
+	flagAt = 1 << 1
 )
 
 // Node record mask bits; the ints and floats follow from bitInts on.
@@ -104,7 +103,7 @@ func nodeBools(n *snapshot.Node) [nBools]*bool {
 const DefaultMaxChunk = 256 << 10
 
 // Encode splits p into chunks of at most maxChunk bytes each. Records fill
-// the chunks in order (owned, listed, nodes, unobserved), so any list may
+// the chunks in order (owned, nodes, unobserved), so any list may
 // span chunks. A Part with nothing in its lists is one header-only chunk.
 // A record that does not fit an otherwise empty chunk is an error naming
 // it.
@@ -117,11 +116,6 @@ func Encode(p *Part, maxChunk int) ([][]byte, error) {
 	e.begin()
 	for i := range p.Owned {
 		if err := e.record(p, recOwned, i); err != nil {
-			return nil, err
-		}
-	}
-	for i := range p.Listed {
-		if err := e.record(p, recListed, i); err != nil {
 			return nil, err
 		}
 	}
@@ -162,9 +156,6 @@ func (e *encoder) header(p *Part) {
 	b = appendString(b, p.Member)
 	b = binary.AppendUvarint(b, p.Seq)
 	var flags uint64
-	if p.RateKnown {
-		flags |= flagRateKnown
-	}
 	if !p.At.IsZero() {
 		flags |= flagAt
 	}
@@ -174,8 +165,6 @@ func (e *encoder) header(p *Part) {
 	}
 	e.idxOff = len(b)
 	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(p.PublishRate))
-	b = binary.AppendVarint(b, int64(p.Streams))
 	e.head = b
 }
 
@@ -207,8 +196,6 @@ func (e *encoder) record(p *Part, kind byte, i int) error {
 		switch kind {
 		case recOwned:
 			e.cur = appendString(e.cur, p.Owned[i])
-		case recListed:
-			e.cur = appendString(e.cur, p.Listed[i])
 		case recNode:
 			e.node(&p.Nodes[i])
 		case recUnobserved:
@@ -239,8 +226,6 @@ func describe(p *Part, kind byte, i int) string {
 	switch kind {
 	case recOwned:
 		return fmt.Sprintf("owned stream %q", p.Owned[i])
-	case recListed:
-		return fmt.Sprintf("listed stream %q", p.Listed[i])
 	case recNode:
 		return fmt.Sprintf("node %s", p.Nodes[i].Key)
 	default:
@@ -329,11 +314,7 @@ type chunk struct {
 	seq          uint64
 	at           time.Time
 	index, count uint32
-	publishRate  float64
-	rateKnown    bool
-	streams      int
 	owned        []string
-	listed       []string
 	nodes        []snapshot.Node
 	unobserved   []snapshot.NodeKey
 }
@@ -477,10 +458,9 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 	if err != nil {
 		return nil, herr("flags", err)
 	}
-	if flags&^(flagRateKnown|flagAt) != 0 {
+	if flags&^flagAt != 0 {
 		return nil, herr("flags", fmt.Errorf("unknown bits %#x", flags))
 	}
-	c.rateKnown = flags&flagRateKnown != 0
 	if flags&flagAt != 0 {
 		ns, err := r.varint()
 		if err != nil {
@@ -501,17 +481,6 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 	werr := func(err error) error {
 		return fmt.Errorf("summary chunk %d/%d of member %q seq %d: %w", c.index+1, c.count, c.member, c.seq, err)
 	}
-	if c.publishRate, err = r.float(); err != nil {
-		return nil, werr(fmt.Errorf("header field publishRate: %w", err))
-	}
-	streams, err := r.varint()
-	if err != nil {
-		return nil, werr(fmt.Errorf("header field streams: %w", err))
-	}
-	var ok bool
-	if c.streams, ok = intOf(streams); !ok {
-		return nil, werr(fmt.Errorf("header field streams: %d out of range", streams))
-	}
 	// A node record takes at least its tag, mask, stream ref and consumer
 	// length: a count beyond what the bytes left can hold is not believed
 	// for the allocation, and fails the check after the records.
@@ -528,12 +497,6 @@ func decodeChunkIntern(data []byte, intern map[string]string) (*chunk, error) {
 				return nil, werr(fmt.Errorf("owned stream %d at byte %d: %w", len(c.owned), at, err))
 			}
 			c.owned = append(c.owned, s)
-		case recListed:
-			s, err := r.str()
-			if err != nil {
-				return nil, werr(fmt.Errorf("listed stream %d at byte %d: %w", len(c.listed), at, err))
-			}
-			c.listed = append(c.listed, s)
 		case recNode:
 			c.nodes = append(c.nodes, snapshot.Node{})
 			if err := r.node(&c.nodes[len(c.nodes)-1]); err != nil {

@@ -106,14 +106,12 @@ func TestNodeRoundTripEveryField(t *testing.T) {
 // nodes busy with most rates set, the rest idle and mostly zero.
 func testPart(member string, seq uint64, nodes int) *Part {
 	r := rand.New(rand.NewPCG(seq, uint64(len(member))))
-	p := &Part{Member: member, Seq: seq, At: time.Unix(1_700_000_000, int64(seq)), PublishRate: 1234.5, RateKnown: true}
+	p := &Part{Member: member, Seq: seq, At: time.Unix(1_700_000_000, int64(seq))}
 	perStream := 50
 	for i := 0; i < nodes; i++ {
 		stream := fmt.Sprintf("ORDERS_%04d", i/perStream)
 		if i%perStream == 0 {
 			p.Owned = append(p.Owned, stream)
-			p.Listed = append(p.Listed, stream, stream+"_mirror")
-			p.Streams++
 		}
 		n := snapshot.Node{Stream: stream, Consumer: fmt.Sprintf("worker-%06d", i), Group: fmt.Sprintf("grp-%02d", i/perStream%20),
 			StallThreshold: 30, ObservedSeconds: float64(r.IntN(86400)), SecondsToLoss: -1, LeaderChangedSeconds: -1,
@@ -147,6 +145,9 @@ func testPart(member string, seq uint64, nodes int) *Part {
 // spans several, and feeds them shuffled.
 func TestChunksOutOfOrder(t *testing.T) {
 	p := testPart("member.with dots*>ü", 12, 3000)
+	for i := range 400 { // more owned streams than one chunk holds
+		p.Owned = append(p.Owned, fmt.Sprintf("ARCHIVE_%04d", i))
+	}
 	const maxChunk = 4096
 	chunks, err := Encode(p, maxChunk)
 	if err != nil {
@@ -167,11 +168,11 @@ func TestChunksOutOfOrder(t *testing.T) {
 		if d.index != uint32(i) || d.count != uint32(len(chunks)) {
 			t.Fatalf("chunk %d says %d/%d", i, d.index, d.count)
 		}
-		if len(d.nodes) > 0 && len(d.listed) > 0 {
-			spans["listed+nodes"] = true
+		if len(d.owned) > 0 && len(d.nodes) > 0 {
+			spans["owned+nodes"] = true
 		}
-		if len(d.owned) > 0 && len(d.listed) > 0 {
-			spans["owned+listed"] = true
+		if len(d.owned) > 0 && i > 0 {
+			spans["owned over chunks"] = true
 		}
 		if len(d.nodes) > 0 && len(d.unobserved) > 0 {
 			spans["nodes+unobserved"] = true

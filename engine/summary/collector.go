@@ -129,7 +129,7 @@ func (c *Collector) handle(msg jetstream.Msg) {
 	}
 	if p != nil {
 		c.latest[p.Member] = received{part: p, at: now}
-		c.internFor[p.Member] = len(p.Nodes) + len(p.Unobserved) + len(p.Listed)
+		c.internFor[p.Member] = len(p.Nodes) + len(p.Unobserved) + len(p.Owned)
 		// Names of nodes gone pile up in the intern table: start it afresh
 		// when it holds well over what the members' latest parts name (a
 		// node's consumer and id, and the streams).

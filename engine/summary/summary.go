@@ -2,7 +2,8 @@
 // work of watching one NATS system (scale-out). Every engine, a member,
 // samples a share of the streams, computes per-node flow metrics with its
 // own tracker, and publishes each tick a Part: the nodes of its share and
-// the lists the leader needs to tell a quiet stream from an unwatched one.
+// the streams it owned, so the leader can tell a node that left from one
+// on a stream nobody sampled.
 // The leader reads the latest Part of every member and evaluates the rules
 // over all of them.
 //
@@ -25,16 +26,12 @@ import (
 
 // Part is one member's share of one tick.
 type Part struct {
-	Member      string             // the member's instance name
-	Seq         uint64             // the member's tick counter; chunks with the same Seq form one Part
-	At          time.Time          // the member's snapshot time
-	Owned       []string           // streams the member sampled as their owner this tick, observed or not
-	Listed      []string           // every stream name in the member's stream list this tick
-	PublishRate float64            // summed publish rate of the owned streams (msgs/s)
-	RateKnown   bool               // whether any owned stream had a rate
-	Streams     int                // owned streams sampled
-	Nodes       []snapshot.Node    // every node observed on the owned streams, sorted by key
-	Unobserved  []snapshot.NodeKey // nodes on owned streams not readable this tick
+	Member     string             // the member's instance name
+	Seq        uint64             // the member's tick counter; chunks with the same Seq form one Part
+	At         time.Time          // the member's snapshot time
+	Owned      []string           // streams the member sampled as their owner this tick, observed or not
+	Nodes      []snapshot.Node    // every node observed on the owned streams, sorted by key
+	Unobserved []snapshot.NodeKey // nodes on owned streams not readable this tick
 }
 
 // Stream is the JetStream stream holding the parts.
